@@ -1,0 +1,97 @@
+"""The ``nas`` command line: parse, call the library, print. Nothing else lives here.
+
+Each feature keeps its subcommands in its own ``nas/cli_<feature>.py`` module with an
+``add_parsers(subparsers)`` function; :data:`COMMAND_MODULES` lists them. Handlers take the
+parsed ``argparse.Namespace`` and return an exit code. Library errors (:class:`nas.errors.NasError`)
+become one line on stderr and their ``exit_code`` (2 for user mistakes); no traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import json
+import sys
+from typing import Any
+
+from nas.errors import NasError
+
+__all__ = ["main", "console", "err_console", "print_json"]
+
+# One line per feature module; each registers its own subcommands.
+COMMAND_MODULES = [
+    "nas.cli_space",
+]
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse that reports usage errors in one line with exit code 2 (argparse's own convention)."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        sys.stderr.write(f"{self.prog}: error: {message}\n")
+        raise SystemExit(2)
+
+
+def console():
+    """The stdout rich console (imported lazily so `nas --help` stays fast)."""
+    from rich.console import Console
+
+    return Console()
+
+
+def err_console():
+    from rich.console import Console
+
+    return Console(stderr=True)
+
+
+def print_json(obj: Any) -> None:
+    """Print one JSON object on stdout (machine-readable output of ``--json``)."""
+    sys.stdout.write(json.dumps(obj, indent=2, sort_keys=False, default=_json_default) + "\n")
+    sys.stdout.flush()
+
+
+def _json_default(o: Any) -> Any:
+    if hasattr(o, "to_dict"):
+        return o.to_dict()
+    if hasattr(o, "item"):
+        return o.item()
+    return str(o)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from nas import __version__
+
+    parser = _Parser(
+        prog="nas",
+        description="Platform-aware neural architecture search (ShuffleNetV2-style spaces, measured latency).",
+    )
+    parser.add_argument("--version", action="version", version=f"nas {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+    for name in COMMAND_MODULES:
+        importlib.import_module(name).add_parsers(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run ``nas`` with ``argv`` (default: ``sys.argv[1:]``) and return the exit code."""
+    parser = build_parser()
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as e:  # --help, --version, usage errors
+        return int(e.code or 0)
+    if not getattr(args, "func", None):
+        parser.print_help()
+        return 2
+    try:
+        return int(args.func(args) or 0)
+    except NasError as e:
+        sys.stderr.write(f"nas: error: {e}\n")
+        return e.exit_code
+    except KeyboardInterrupt:
+        sys.stderr.write("nas: interrupted; everything completed so far is saved, re-run the command to resume\n")
+        return 130
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())
