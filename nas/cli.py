@@ -21,6 +21,7 @@ __all__ = ["main", "console", "err_console", "print_json"]
 # One line per feature module; each registers its own subcommands.
 COMMAND_MODULES = [
     "nas.cli_space",
+    "nas.cli_study",
 ]
 
 
