@@ -1,0 +1,183 @@
+"""onnxruntime CPU execution provider: the ``cpu`` backend, and ``arm`` on an aarch64 host or board.
+
+Models are exported with ``torch.onnx.export(..., dynamo=False)`` (TorchScript exporter: fast, no
+onnxscript, weights inline) and run with full graph optimisation (``ORT_ENABLE_ALL``: conv+BN+ReLU
+fusion, constant folding), ``intra_op_num_threads = threads``, one inter-op thread, sequential
+execution. Inputs and outputs are bound once (``IOBinding``) so a timed call is the session's own
+work plus a fixed few microseconds, with no per-call numpy allocation.
+
+:func:`measure_onnx_bytes` is the whole measurement as one function of ONNX bytes: the board agent
+calls it on the board.
+"""
+
+from __future__ import annotations
+
+import io
+import time
+from typing import TYPE_CHECKING, Any, Sequence
+
+from nas.backends.base import Backend, Device, MeasureSettings, Measurement, host_identity, register
+from nas.errors import MeasurementError, UsageError
+
+if TYPE_CHECKING:  # pragma: no cover
+    import torch.nn as nn
+
+__all__ = ["OnnxRuntimeBackend", "OrtRunner", "export_onnx", "measure_onnx_bytes", "session_options"]
+
+OPSET = 17  # ORT >= 1.14 supports it fully; the TorchScript exporter's best-tested opset
+INPUT_SEED = 0  # the timed input is fixed noise; conv speed does not depend on values (no denormals in N(0,1))
+
+
+def export_onnx(model: "nn.Module", *, input_shape: Sequence[int]) -> bytes:
+    """Export ``model`` (put in eval mode) to ONNX bytes for a fixed NCHW ``input_shape``.
+
+    Raises:
+        MeasurementError: the exporter failed (the message names the model class).
+    """
+    import torch
+
+    model = model.eval()
+    x = torch.zeros(tuple(int(s) for s in input_shape), dtype=torch.float32)
+    buf = io.BytesIO()
+    try:
+        with torch.no_grad():
+            torch.onnx.export(model, (x,), buf, dynamo=False, opset_version=OPSET, input_names=["input"],
+                              output_names=["output"], do_constant_folding=True)
+    except Exception as e:  # the exporter raises many types; report one line
+        raise MeasurementError(f"ONNX export of {type(model).__name__} failed: {str(e).splitlines()[0][:200]}") from e
+    return buf.getvalue()
+
+
+def session_options(threads: int) -> Any:
+    """The session options every measurement uses (and the table records)."""
+    import onnxruntime as ort
+
+    so = ort.SessionOptions()
+    so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    so.intra_op_num_threads = int(threads)
+    so.inter_op_num_threads = 1  # one op at a time: what a single-stream deployment does
+    so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    so.log_severity_level = 3  # errors only
+    return so
+
+
+class OrtRunner:
+    """An ORT session with its input and output bound once; ``run(n)`` times ``n`` calls."""
+
+    def __init__(self, onnx: bytes, *, input_shape: Sequence[int], threads: int,
+                 providers: Sequence[str] = ("CPUExecutionProvider",), clock: str = "wall") -> None:
+        import numpy as np
+        import onnxruntime as ort
+
+        shape = tuple(int(s) for s in input_shape)
+        try:
+            self.session = ort.InferenceSession(onnx, sess_options=session_options(threads),
+                                                providers=list(providers))
+        except Exception as e:
+            raise MeasurementError(f"onnxruntime could not load the model: {str(e).splitlines()[0][:200]}") from e
+        inputs = self.session.get_inputs()
+        if len(inputs) != 1:
+            raise MeasurementError(f"model has {len(inputs)} inputs; latency is measured for one image input")
+        x = np.random.default_rng(INPUT_SEED).standard_normal(shape).astype(np.float32)
+        try:
+            outs = self.session.run(None, {inputs[0].name: x})  # also checks the input shape
+        except Exception as e:
+            raise MeasurementError(f"input_shape={shape}: the model does not run on it "
+                                   f"({str(e).splitlines()[0][:160]})") from e
+        device = "cuda" if "CUDAExecutionProvider" in self.session.get_providers()[:1] else "cpu"
+        self._keep = [ort.OrtValue.ortvalue_from_numpy(x, device, 0)]
+        self.binding = self.session.io_binding()
+        self.binding.bind_ortvalue_input(inputs[0].name, self._keep[0])
+        for meta, arr in zip(self.session.get_outputs(), outs):
+            out = ort.OrtValue.ortvalue_from_numpy(np.empty_like(arr), device, 0)
+            self._keep.append(out)
+            self.binding.bind_ortvalue_output(meta.name, out)
+        # "thread": CPU time of the calling thread, which with one intra-op thread is where ORT runs every
+        # kernel; it excludes time the thread was preempted, so a busy machine does not inflate long runs
+        # more than short ones. "wall": perf_counter (needed with several threads or a GPU).
+        self.clock = time.thread_time_ns if clock == "thread" else time.perf_counter_ns
+
+    def run(self, n: int) -> list[float]:
+        times = []
+        sess, binding = self.session, self.binding
+        clock = self.clock
+        for _ in range(int(n)):
+            t0 = clock()
+            sess.run_with_iobinding(binding)  # synchronous on CPU; with CUDA, ORT syncs outputs bound to device
+            times.append((clock() - t0) / 1e6)
+        return times
+
+    def close(self) -> None:
+        self._keep.clear()
+        self.binding = None
+        self.session = None
+
+
+class OnnxRuntimeBackend(Backend):
+    """onnxruntime with the CPU execution provider (``cpu``, and ``arm`` on aarch64)."""
+
+    name = "onnxruntime"
+    provider = "CPUExecutionProvider"
+
+    def __init__(self, *, device: Device, threads: int, batch: int) -> None:
+        super().__init__(device=device, threads=threads, batch=batch)
+        try:
+            import onnxruntime  # noqa: F401
+        except ImportError:
+            from nas.errors import BackendUnavailableError
+
+            raise BackendUnavailableError("onnxruntime is not installed; `pip install onnxruntime`") from None
+
+    def identity(self) -> dict[str, Any]:
+        import onnxruntime as ort
+
+        ident = host_identity(device=self.device, threads=self.threads, batch=self.batch)
+        ident.update(
+            backend=self.name,
+            runtime="onnxruntime",
+            runtime_version=ort.__version__,
+            provider=self.provider,
+            graph_optimization="ORT_ENABLE_ALL",
+            execution_mode="sequential",
+            inter_op_threads=1,
+            export=f"torch.onnx.export(dynamo=False, opset={OPSET})",
+        )
+        return ident
+
+    def prepare(self, model: "nn.Module | bytes", *, input_shape: tuple[int, ...],
+                settings: MeasureSettings) -> OrtRunner:
+        onnx = model if isinstance(model, (bytes, bytearray)) else export_onnx(model, input_shape=input_shape)
+        return OrtRunner(bytes(onnx), input_shape=input_shape, threads=self.threads, providers=[self.provider],
+                         clock=self.clock_for(settings))
+
+
+def measure_onnx_bytes(onnx: bytes, *, input_shape: Sequence[int], settings: MeasureSettings | None = None,
+                       threads: int = 1, device: Device = "cpu") -> Measurement:
+    """Time serialized ONNX on this machine's CPU with the standard protocol (the board agent's entry point).
+
+    Args:
+        onnx: an ONNX model with one image input.
+        input_shape: the full input shape ``(N, C, H, W)``.
+        settings: the measurement protocol (default :class:`MeasureSettings()`).
+        threads: intra-op threads.
+        device: recorded device kind (``arm`` on a board).
+
+    Returns:
+        The :class:`Measurement`.
+
+    Raises:
+        MeasurementError: the bytes are not a loadable model or do not accept ``input_shape``.
+    """
+    shape = tuple(int(s) for s in input_shape)
+    if len(shape) != 4:
+        raise UsageError(f"input_shape={shape}: measure_onnx_bytes needs the full (N, C, H, W) shape")
+    backend = OnnxRuntimeBackend(device=device, threads=threads, batch=shape[0])
+    return backend.measure(bytes(onnx), input_shape=shape, settings=settings)
+
+
+def _factory(*, device: Device, threads: int, batch: int, remote: str | None = None,
+             token: str | None = None) -> OnnxRuntimeBackend:
+    return OnnxRuntimeBackend(device=device, threads=threads, batch=batch)
+
+
+register("onnxruntime", _factory)
