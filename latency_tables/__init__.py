@@ -1,0 +1,1 @@
+"""Shipped latency tables (data package; see nas.table)."""

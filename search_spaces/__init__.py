@@ -1,0 +1,1 @@
+"""Shipped search-space files (data package; see nas.space.load_space)."""
