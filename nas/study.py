@@ -19,6 +19,13 @@ multiplied by ``scale``; each network's MACs within 2 % of its experiment's firs
 * G3: 10 blocks of 1, 2 or 4 1x1 convs, in series (each c' -> c', c' = c/sqrt(k)) or in parallel
   (k convs c -> c/k on the same input, concatenated: the same MACs as one conv, split into k ops).
 * G4: 10 ResNet bottlenecks (1x1 c -> c/4, 3x3, 1x1 c/4 -> c, BN), with/without ReLU and shortcut.
+
+Verdicts (one rule for all four, :meth:`Experiment.criterion`): a guideline *holds* on a device if no
+variant is clearly faster than the one the guideline favours (1:1, g=1, 1-fragment, no ReLU and no
+shortcut) and the variants it warns against (1:12, g=8, both 4-fragment nets, ReLU + shortcut) are
+clearly slower. "Clearly" means by more than the noise: the variants are timed in interleaved rounds,
+the effect is the median of the per-round latency ratios and the noise half their range, at least 3 %.
+Clear evidence against the rule is "does not hold"; a needed difference inside the noise is "inconclusive".
 """
 
 from __future__ import annotations
@@ -123,10 +130,17 @@ class Experiment:
     id: str
     title: str
     claim: str
-    criterion: str  # written down once; see :func:`_verdict`
     variants: tuple[Variant, ...]
-    faster: tuple[str, ...]  # labels that the guideline says should be fastest (first = reference)
-    slower: tuple[str, ...]  # labels that the guideline says must be clearly slower than ``faster[0]``
+    reference: str  # the label the guideline says is fastest
+    slower: tuple[str, ...]  # labels the guideline says are clearly slower than ``reference``
+
+    @property
+    def criterion(self) -> str:
+        """The written rule :func:`_verdict` applies (the same rule for every experiment)."""
+        return (f"holds if no variant is clearly faster than {self.reference} and "
+                f"{' and '.join(self.slower)} {'is' if len(self.slower) == 1 else 'are'} clearly slower than it; "
+                f"'clearly' = by more than the noise (half the range of the per-round latency ratios, "
+                f"at least {MIN_EFFECT_PCT:g} %)")
 
 
 def _pointwise_stack(layers: Sequence[tuple[int, int, int]]) -> "nn.Module":
@@ -247,21 +261,16 @@ def guideline_experiments(*, scale: int = 1, resolution: int = GUIDELINE_RESOLUT
     return [
         Experiment("G1", "Equal channel width minimizes memory access cost",
                    "1x1 convs with equal input and output channels are fastest at equal FLOPs",
-                   "holds if 1:1 is the fastest and 1:12 is slower than 1:1 by more than the noise",
-                   tuple(g1), faster=("1:1",), slower=("1:12",)),
+                   tuple(g1), reference="1:1", slower=("1:12",)),
         Experiment("G2", "Excessive group convolution increases MAC",
                    "at equal FLOPs, more groups (and so more channels) are slower",
-                   "holds if g=1 is the fastest and g=8 is slower than g=1 by more than the noise",
-                   tuple(g2), faster=("g=1",), slower=("g=8",)),
+                   tuple(g2), reference="g=1", slower=("g=8",)),
         Experiment("G3", "Network fragmentation reduces degree of parallelism",
                    "at equal FLOPs, more fragments (in series or in parallel) are slower",
-                   "holds if 1-fragment is the fastest and both 4-fragment variants are slower than it by "
-                   "more than the noise",
-                   tuple(g3), faster=("1-fragment",), slower=("4-fragment-series", "4-fragment-parallel")),
+                   tuple(g3), reference="1-fragment", slower=("4-fragment-series", "4-fragment-parallel")),
         Experiment("G4", "Element-wise operations are non-negligible",
                    "removing ReLU and shortcut from a bottleneck makes it faster at the same FLOPs",
-                   "holds if ReLU=no, shortcut=no is faster than ReLU=yes, shortcut=yes by more than the noise",
-                   tuple(g4), faster=("ReLU=no, shortcut=no",), slower=("ReLU=yes, shortcut=yes",)),
+                   tuple(g4), reference="ReLU=no, shortcut=no", slower=("ReLU=yes, shortcut=yes",)),
     ]
 
 
@@ -558,12 +567,12 @@ def _compare(a: VariantResult, b: VariantResult) -> tuple[float, float]:
 def _verdict(exp: Experiment, results: Sequence[VariantResult]) -> tuple[str, str]:
     """Apply the experiment's criterion (see :func:`_compare` for "the noise").
 
-    ``faster[0]`` (the reference) must not be clearly slower than any variant, and every ``slower``
+    ``exp.reference`` must not be clearly slower than any variant, and every ``slower``
     variant must be clearly slower than the reference. Clear evidence against either part is
     "does not hold"; any needed difference inside the noise makes it "inconclusive".
     """
     by = {r.label: r for r in results}
-    ref = by[exp.faster[0]]
+    ref = by[exp.reference]
     beaten = []
     for r in results:
         if r is not ref:
