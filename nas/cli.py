@@ -22,6 +22,7 @@ __all__ = ["main", "console", "err_console", "print_json"]
 COMMAND_MODULES = [
     "nas.cli_space",
     "nas.cli_study",
+    "nas.cli_table",
 ]
 
 

@@ -1,0 +1,237 @@
+"""CLI: ``nas build-latency-table``, ``nas predict``, ``nas validate-table``."""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import platform
+from pathlib import Path
+from typing import Any, Iterator
+
+from nas.errors import UsageError
+
+__all__ = ["add_parsers", "default_out", "plot_validation"]
+
+
+def add_parsers(sub: argparse._SubParsersAction) -> None:
+    b = sub.add_parser("build-latency-table", help="measure every block of a space on a device (resumable)")
+    b.add_argument("--device", choices=["cpu", "gpu", "arm"], default="cpu",
+                   help="cpu: onnxruntime CPU EP; gpu: PyTorch CUDA (cuDNN benchmark); arm: onnxruntime on an "
+                        "aarch64 host or --remote board agent")
+    b.add_argument("--space", default=None, help="space .toml file (default: the shipped shufflenetv2)")
+    b.add_argument("--threads", type=int, default=1, help="intra-op threads (default 1, as the paper's ARM runs)")
+    b.add_argument("--batch", type=int, default=None, help="batch size (default 8 on gpu, 1 otherwise)")
+    b.add_argument("--resolution", type=int, default=None, help="input resolution (default: the space's)")
+    b.add_argument("--out", default=None, help="table file (default: latency_tables/<space>_<device>_<arch>_"
+                                                 "t<threads>_b<batch>_r<resolution>.json)")
+    b.add_argument("--resume", action="store_true",
+                   help="continue an existing --out, measuring only missing entries (also the default when the "
+                        "file matches)")
+    b.add_argument("--overwrite", action="store_true", help="discard an existing --out and start over")
+    b.add_argument("--limit", type=int, default=None, help="measure at most N missing entries this run (tests)")
+    b.add_argument("--calibration-nets", type=int, default=8,
+                   help="whole networks timed to calibrate the block sum (default 8; 0 = none)")
+    b.add_argument("--runtime", default=None, help="a registered backend name instead of the device's default "
+                                                     "(e.g. onnxruntime-cuda)")
+    b.add_argument("--remote", default=None, help="HOST:PORT of a board agent (`nas agent`) to measure on")
+    b.add_argument("--token", default=None, help="the board agent's shared token")
+    b.add_argument("--json", action="store_true", help="print one JSON summary on stdout")
+    b.set_defaults(func=cmd_build)
+
+    p = sub.add_parser("predict", help="predict a config's latency from a latency table")
+    p.add_argument("config", help="architecture config JSON file (or a preset name)")
+    p.add_argument("--table", default=None, help="latency table (default: the shipped table of the default space)")
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+    p.set_defaults(func=cmd_predict)
+
+    v = sub.add_parser("validate-table", help="time random networks end to end and compare with the table")
+    v.add_argument("table", help="latency table file")
+    v.add_argument("--samples", type=int, default=50, help="random networks to time (default 50)")
+    v.add_argument("--seed", type=int, default=0)
+    v.add_argument("--space", default=None, help="the table's space file (default: the copy stored in the table)")
+    v.add_argument("--plot", default=None, help="write a scatter plot PNG (predicted and MACs vs measured)")
+    v.add_argument("--no-save", action="store_true", help="do not store the figures in the table")
+    v.add_argument("--remote", default=None, help="HOST:PORT of the board agent the table was built on")
+    v.add_argument("--token", default=None, help="the board agent's shared token")
+    v.add_argument("--json", action="store_true", help="print one JSON object")
+    v.set_defaults(func=cmd_validate)
+
+
+def default_out(space_name: str, device: str, threads: int, batch: int, resolution: int) -> Path:
+    arch = platform.machine().lower() or "unknown"
+    return Path("latency_tables") / f"{space_name}_{device}_{arch}_t{threads}_b{batch}_r{resolution}.json"
+
+
+@contextlib.contextmanager
+def _progress(enabled: bool = True) -> Iterator[Any]:
+    """A rich progress bar on stderr with ETA, one task per phase; yields the ``progress`` callback."""
+    if not enabled:
+        yield None
+        return
+    from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn,
+                               TimeRemainingColumn)
+
+    from nas.cli import err_console
+
+    tasks: dict[str, Any] = {}
+    with Progress(TextColumn("{task.description:<12}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                  TextColumn("eta"), TimeRemainingColumn(), TextColumn("[dim]{task.fields[label]}"),
+                  console=err_console(), transient=False) as bar:
+
+        def update(phase: str, done: int, total: int, label: str) -> None:
+            if phase not in tasks:
+                tasks[phase] = bar.add_task(phase, total=total, completed=done, label=label)
+            bar.update(tasks[phase], completed=done, total=total, label=label[:48])
+
+        yield update
+
+
+def cmd_build(args: argparse.Namespace) -> int:
+    from nas.backends import get_backend
+    from nas.space import load_space
+    from nas.table import build_table
+
+    space = load_space(args.space)
+    batch = args.batch if args.batch is not None else (8 if args.device == "gpu" else 1)
+    if args.limit is not None and args.limit < 0:
+        raise UsageError(f"--limit {args.limit}: must be >= 0")
+    if args.resume and args.overwrite:
+        raise UsageError("--resume and --overwrite contradict each other; pick one")
+    resolution = args.resolution
+    if resolution is None and len(space.resolution) == 1:
+        resolution = space.resolution[0]
+    if resolution is None:
+        raise UsageError(f"--resolution: the space has several {list(space.resolution)}; pick one")
+    backend = get_backend(args.device, threads=args.threads, batch=batch, remote=args.remote, token=args.token,
+                          runtime=args.runtime)
+    out = Path(args.out) if args.out else default_out(space.name, args.device, args.threads, batch, resolution)
+    if args.overwrite and out.exists():
+        out.unlink()
+    with _progress() as progress:
+        table = build_table(space, backend, resolution=resolution, out=out, resume=True, progress=progress,
+                            limit=args.limit, calibration_nets=args.calibration_nets)
+    cal = table.calibration or {}
+    summary = {"table": str(out), "device": table.describe(), "entries": len(table.entries),
+               "expected_entries": table.expected_entries, "complete": table.complete,
+               "flagged_entries": sum(e.flagged for e in table.entries.values()),
+               "build_seconds": round(table.build_seconds, 1), "probe_ref_ms": table.probe.get("ref_ms"),
+               "calibration_model": cal.get("model"), "calibration_scale": cal.get("scale"),
+               "calibration_per_block_ms": cal.get("per_block_ms"),
+               "calibration_loo_mape_pct": (cal.get("models") or {}).get(cal.get("model"), {}).get("loo_mape_pct")}
+    if args.json:
+        from nas.cli import print_json
+
+        print_json(summary)
+        return 0
+    from nas.cli import console
+
+    c = console()
+    state = "complete" if table.complete else f"incomplete: {table.expected_entries - len(table.entries)} missing"
+    c.print(f"[bold]{out}[/]  {len(table.entries)}/{table.expected_entries} entries ({state}), "
+            f"{summary['flagged_entries']} flagged, {table.build_seconds:.0f} s measuring")
+    c.print(f"  {table.describe()}")
+    if cal.get("model"):
+        c.print(f"  calibration: {cal['model']} (scale {cal['scale']:.4f}, {cal['per_block_ms']:+.4f} ms/block), "
+                f"leave-one-out error {summary['calibration_loo_mape_pct']:.2f} % on {len(cal.get('nets', []))} nets")
+    if not table.complete:
+        c.print("  re-run the same command to measure the rest")
+    return 0
+
+
+def cmd_predict(args: argparse.Namespace) -> int:
+    from nas.arch import load_config
+    from nas.macs import count_macs
+    from nas.table import load_table, predict
+
+    table = load_table(args.table)
+    config = load_config(args.config)
+    if not Path(args.config).exists():  # a preset name: evaluate it at the table's resolution
+        config = config.with_resolution(table.resolution)
+    p = predict(config, table)
+    mc = count_macs(config, num_classes=table.num_classes)
+    out = {"config": config.to_string(), "latency_ms": round(p.latency_ms, 4),
+           "uncertainty_ms": round(p.uncertainty_ms, 4), "mflops": round(mc.macs / 1e6, 2), "params": mc.params,
+           "blocks": p.blocks, "flagged_blocks": p.flagged_blocks, "table": str(table.path),
+           "device": table.describe()}
+    if args.json:
+        from nas.cli import print_json
+
+        print_json(out)
+        return 0
+    from nas.cli import console
+
+    console().print(f"{out['config']}: [bold]{p.latency_ms:.2f} ± {p.uncertainty_ms:.2f} ms[/], "
+                    f"{out['mflops']:.1f} MFLOPs (mult-adds), {mc.params / 1e6:.2f} M params  [dim]({table.describe()})")
+    return 0
+
+
+def cmd_validate(args: argparse.Namespace) -> int:
+    from nas.backends import get_backend
+    from nas.table import load_table, validate_table
+
+    table = load_table(args.table)
+    space = None
+    if args.space:
+        from nas.space import load_space
+
+        space = load_space(args.space)
+    if args.samples < 2:
+        raise UsageError(f"--samples {args.samples}: need at least 2 networks to rank")
+    ident = table.identity
+    runtime = ident.get("backend")
+    backend = get_backend(ident.get("device", "cpu"), threads=table.threads, batch=table.batch, remote=args.remote,
+                          token=args.token, runtime=None if args.remote else runtime)
+    with _progress() as progress:
+        fig = validate_table(table, backend, samples=args.samples, seed=args.seed, space=space, progress=progress,
+                             save=not args.no_save)
+    if args.plot:
+        plot_validation(fig, Path(args.plot), title=table.describe())
+    if args.json:
+        from nas.cli import print_json
+
+        print_json({"table": str(table.path), **fig})
+        return 0
+    from nas.cli import console
+
+    raw = fig["raw"]
+    c = console()
+    c.print(f"[bold]{table.path}[/]  {fig['samples']} random networks (seed {fig['seed']}), {table.describe()}")
+    c.print(f"  MAPE {fig['mape_pct']:.2f} %, within ±5 %: {fig['within_5_pct']:.0f} %, within ±10 %: "
+            f"{fig['within_10_pct']:.0f} %, max {fig['max_abs_error_pct']:.1f} %, bias {fig['bias_pct']:+.2f} %")
+    c.print(f"  Kendall τ predicted vs measured {fig['kendall_tau']:.3f}   (MACs vs measured {fig['kendall_tau_macs']:.3f})")
+    c.print(f"  drift: machine {fig['drift_pct']:+.1f} % vs build (probe), {fig['build_drift_pct']:.1f} % during the "
+            f"build; without rescaling: MAPE {raw['mape_pct']:.2f} %, within ±5 % {raw['within_5_pct']:.0f} %, "
+            f"τ {raw['kendall_tau']:.3f}")
+    if args.plot:
+        c.print(f"  plot: {args.plot}")
+    return 0
+
+
+def plot_validation(fig: dict[str, Any], path: Path, *, title: str = "") -> Path:
+    """Scatter plots of a validation: predicted vs measured, and MACs vs measured."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    nets = fig["nets"]
+    meas = [n["ms"] for n in nets]
+    pred = [n["predicted_ms"] for n in nets]
+    macs = [n["macs"] / 1e6 for n in nets]
+    f, (a1, a2) = plt.subplots(1, 2, figsize=(11, 4.8))
+    lo, hi = min(meas + pred) * 0.9, max(meas + pred) * 1.1
+    a1.fill_between([lo, hi], [lo * 0.95, hi * 0.95], [lo * 1.05, hi * 1.05], color="0.9", label="±5 %")
+    a1.plot([lo, hi], [lo, hi], color="0.5", lw=1)
+    a1.scatter(meas, pred, s=14)
+    a1.set(xlabel="measured latency (ms, rescaled to build speed)", ylabel="predicted latency (ms)",
+           title=f"table: MAPE {fig['mape_pct']:.1f} %, ±5 %: {fig['within_5_pct']:.0f} %, τ {fig['kendall_tau']:.3f}")
+    a1.legend(loc="upper left")
+    a2.scatter(meas, macs, s=14, color="tab:orange")
+    a2.set(xlabel="measured latency (ms)", ylabel="MFLOPs (mult-adds)",
+           title=f"MACs: τ {fig['kendall_tau_macs']:.3f}")
+    f.suptitle(f"{title}\n{fig['samples']} random networks, drift {fig['drift_pct']:+.1f} %", fontsize=9)
+    f.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    f.savefig(path, dpi=110)
+    plt.close(f)
+    return path
