@@ -51,13 +51,15 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
 
 # ------------------------------------------------------------------ shared
 def _settings(args: argparse.Namespace, base: Any = None) -> Any:
+    """--quick's tiny protocol, else ``base`` (a table's), else the tables' network protocol."""
     from nas.backends import MeasureSettings
+    from nas.table import NETWORK_SETTINGS
 
     if args.quick:
         # rounds=3 keeps paired per-round ratios for the verdicts; no retries so it stays fast.
         return MeasureSettings(warmup=1, min_repeats=3, max_repeats=3, min_time_s=0.0, rounds=3, rewarm=0,
                                retries=0)
-    return base or MeasureSettings()
+    return base or NETWORK_SETTINGS
 
 
 def _backend(args: argparse.Namespace, *, device: str | None = None, threads: int | None = None,
@@ -107,7 +109,8 @@ def _plot_guidelines(results: list[Any], path: str, title: str) -> None:
     for ax, g in zip(axes[0], results):
         labels = [v.label.replace(", ", "\n") for v in g.variants]
         rel = [v.relative_speed for v in g.variants]
-        colors = ["#4c72b0" if i else "#55a868" for i in range(len(rel))]
+        # The variant the guideline favours is green; speeds are relative to the paper's first row.
+        colors = ["#55a868" if v.label == g.reference else "#4c72b0" for v in g.variants]
         ax.bar(range(len(rel)), rel, color=colors)
         ax.axhline(1.0, color="grey", lw=0.8, ls="--")
         ax.set_xticks(range(len(rel)), labels, rotation=35, ha="right", fontsize=8)
@@ -254,16 +257,22 @@ def cmd_compare(args: argparse.Namespace) -> int:
 
         nas.load_config(c)
     table = None
-    base_settings = None
     if args.table:
-        table, device, threads, batch, base_settings = _open_table(args.table)
-        if args.device not in ("cpu", device) or (args.batch not in (None, batch)):
-            raise UsageError(f"--table {args.table}: measured on {device} with batch {batch}; "
+        table = _open_table(args.table)
+        if args.device not in ("cpu", table.device) or args.batch not in (None, table.batch):
+            raise UsageError(f"--table {args.table}: measured on {table.device} with batch {table.batch}; "
                              "drop --device/--batch, or drop --table")
-        backend, ident = _backend(args, device=device, threads=threads, batch=batch)
+        if args.runtime is None and not args.remote:
+            args.runtime = table.identity.get("backend")
+        backend, ident = _backend(args, device=table.device, threads=table.threads, batch=table.batch)
+        try:
+            _check_identity(table, ident, args.table)
+        except Exception:
+            backend.close()
+            raise
     else:
         backend, ident = _backend(args)
-    settings = _settings(args, base_settings)
+    settings = _settings(args, table.network_settings if table is not None else None)
     n_groups = len({study.complexity_group(n.paper_mflops * 1e6) for n in nets}) + len(args.configs)
     t0 = time.perf_counter()
     prog, step = _progress(max(1, n_groups))
@@ -284,7 +293,8 @@ def cmd_compare(args: argparse.Namespace) -> int:
             "command": "compare",
             "backend": ident,
             "settings": settings.to_dict(),
-            "table": args.table,
+            "table": {"path": args.table, "identity": table.identity, "resolution": table.resolution}
+            if table is not None else None,
             "budget": args.budget,
             "quick": bool(args.quick),
             "elapsed_s": round(elapsed, 2),
@@ -296,19 +306,23 @@ def cmd_compare(args: argparse.Namespace) -> int:
     return 0
 
 
-def _open_table(path: str) -> tuple[Any, str, int, int, Any]:
-    """The latency table at ``path`` and the device, threads, batch and settings it was measured with."""
-    from nas.backends import MeasureSettings
+def _open_table(path: str) -> Any:
+    """The latency table at ``path`` (its identity gives the device, runtime, threads and batch)."""
     from nas.table import load_table
 
-    table = load_table(path)
-    ident = dict(getattr(table, "identity", None) or getattr(table, "backend", None) or {})
-    device = str(ident.get("device", "cpu"))
-    threads = int(ident.get("threads", 1))
-    batch = int(ident.get("batch", getattr(table, "batch", 1)))
-    raw = getattr(table, "settings", None)
-    settings = raw if isinstance(raw, MeasureSettings) else (MeasureSettings.from_dict(raw) if raw else None)
-    return table, device, threads, batch, settings
+    return load_table(path)
+
+
+def _check_identity(table: Any, ident: dict[str, Any], path: str) -> None:
+    """Refuse to put a table's predictions next to measurements from another machine or runtime."""
+    from nas.errors import TableMismatchError
+    from nas.table import IDENTITY_KEYS
+
+    diff = [f"{k}: table {table.identity.get(k)!r}, here {ident.get(k)!r}" for k in IDENTITY_KEYS
+            if table.identity.get(k) != ident.get(k)]
+    if diff:
+        raise TableMismatchError(f"--table {path}: measured elsewhere ({diff[0]}); run nas compare where the "
+                                 "table was built (or with its --remote), or drop --table")
 
 
 def _list_refs(args: argparse.Namespace) -> int:

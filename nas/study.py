@@ -95,8 +95,12 @@ def module_macs(model: "nn.Module", input_shape: Sequence[int]) -> tuple[int, in
     try:
         was_training = model.training
         model.eval()
+        # On the model's device: a model built under ``torch.device("meta")`` is counted without any
+        # arithmetic (shapes only), which makes counting 19 reference nets take well under a second.
+        param = next(model.parameters(), None)
+        device = param.device if param is not None else torch.device("cpu")
         with torch.no_grad():
-            model(torch.zeros(tuple(input_shape)))
+            model(torch.zeros(tuple(input_shape), device=device))
         model.train(was_training)
     finally:
         for h in handles:
@@ -534,6 +538,7 @@ class GuidelineResult:
     title: str
     claim: str
     criterion: str
+    reference: str  # the variant the guideline favours
     verdict: Literal["holds", "does not hold", "inconclusive"]
     reason: str
     macs_spread_pct: float  # (max - min) / max of the variants' MACs, %
@@ -586,14 +591,16 @@ def _verdict(exp: Experiment, results: Sequence[VariantResult]) -> tuple[str, st
     if any(e < -n for e, n in gaps.values()):
         return "does not hold", f"vs {ref.label}: {desc}"
     if all(e > n for e, n in gaps.values()):
-        return "holds", f"{ref.label} is fastest; vs it: {desc}"
+        return "holds", f"no variant clearly faster than {ref.label}; vs it: {desc}"
     return "inconclusive", f"vs {ref.label}: {desc}: not clearly slower"
 
 
 def _settings_or_default(settings: Any) -> Any:
-    from nas.backends import MeasureSettings
+    """The latency tables' protocol for whole networks (:data:`nas.table.NETWORK_SETTINGS`) by default:
+    every benchmark net here is a whole network of 1-50 ms, like the tables' calibration networks."""
+    from nas.table import NETWORK_SETTINGS
 
-    return settings if settings is not None else MeasureSettings()
+    return settings if settings is not None else NETWORK_SETTINGS
 
 
 def run_guidelines(backend: Any, *, scale: int = 1, resolution: int = GUIDELINE_RESOLUTION,
@@ -608,7 +615,7 @@ def run_guidelines(backend: Any, *, scale: int = 1, resolution: int = GUIDELINE_
     Args:
         backend: a :class:`nas.backends.Backend` (its batch is prepended to each variant's input).
         scale, resolution, repeats: see :func:`guideline_experiments`.
-        settings: a :class:`nas.backends.MeasureSettings` (default: the tables' defaults).
+        settings: a :class:`nas.backends.MeasureSettings` (default: the tables' network protocol).
         only: experiment ids to run (``["G1", "G3"]``); default all four.
         on_step: called with the experiment id before each experiment is measured (progress).
 
@@ -645,7 +652,7 @@ def run_guidelines(backend: Any, *, scale: int = 1, resolution: int = GUIDELINE_
                                          bool(getattr(m, "flagged", False))))
         verdict, reason = _verdict(exp, results)
         macs_all = [r.macs for r in results]
-        out.append(GuidelineResult(exp.id, exp.title, exp.claim, exp.criterion, verdict, reason,
+        out.append(GuidelineResult(exp.id, exp.title, exp.claim, exp.criterion, exp.reference, verdict, reason,
                                    100.0 * (max(macs_all) - min(macs_all)) / max(macs_all), tuple(results)))
     return out
 
@@ -716,7 +723,7 @@ def run_compare(backend: Any, *, nets: Sequence[ReferenceNet], configs: Sequence
         backend: a :class:`nas.backends.Backend`; its batch size is used for every network.
         nets: reference networks (see :func:`reference_nets`).
         configs: exported ``ArchConfig`` JSON files (search results) to add as rows.
-        settings: a :class:`nas.backends.MeasureSettings` (default: the tables' defaults).
+        settings: a :class:`nas.backends.MeasureSettings` (default: the tables' network protocol).
         table: an optional latency table; configs it covers also get its predicted latency.
         on_step: called before each complexity group is built and measured (progress).
 
@@ -768,11 +775,12 @@ def _config_macs(config: Any) -> float:
 
 
 def _predict(table: Any, config: Any) -> float | None:
-    """The table's latency prediction for ``config`` (ms), or None where the table cannot cover it."""
+    """The table's latency prediction for ``config`` (ms), or None where the table does not cover it
+    (another resolution, blocks outside its space)."""
     from nas.errors import NasError
+    from nas.table import predict
 
     try:
-        pred = table.predict(config)
+        return float(predict(config, table).latency_ms)
     except NasError:
         return None
-    return float(getattr(pred, "latency_ms", pred))
