@@ -31,6 +31,9 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     b.add_argument("--limit", type=int, default=None, help="measure at most N missing entries this run (tests)")
     b.add_argument("--calibration-nets", type=int, default=8,
                    help="whole networks timed to calibrate the block sum (default 8; 0 = none)")
+    b.add_argument("--rescale", choices=["window", "paired", "none"], default="window",
+                   help="how times are put on the build's reference speed: running median of the reference probe "
+                        "(window, default), each measurement's own probe ratio (paired), or raw (none)")
     b.add_argument("--runtime", default=None, help="a registered backend name instead of the device's default "
                                                      "(e.g. onnxruntime-cuda)")
     b.add_argument("--remote", default=None, help="HOST:PORT of a board agent (`nas agent`) to measure on")
@@ -49,6 +52,8 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     v.add_argument("--samples", type=int, default=50, help="random networks to time (default 50)")
     v.add_argument("--seed", type=int, default=0)
     v.add_argument("--space", default=None, help="the table's space file (default: the copy stored in the table)")
+    v.add_argument("--rescale", choices=["window", "paired", "none"], default=None,
+                   help="switch the table's rescale mode (stored in the table) before validating")
     v.add_argument("--plot", default=None, help="write a scatter plot PNG (predicted and MACs vs measured)")
     v.add_argument("--no-save", action="store_true", help="do not store the figures in the table")
     v.add_argument("--remote", default=None, help="HOST:PORT of the board agent the table was built on")
@@ -109,7 +114,7 @@ def cmd_build(args: argparse.Namespace) -> int:
         out.unlink()
     with _progress() as progress:
         table = build_table(space, backend, resolution=resolution, out=out, resume=True, progress=progress,
-                            limit=args.limit, calibration_nets=args.calibration_nets)
+                            limit=args.limit, calibration_nets=args.calibration_nets, rescale=args.rescale)
     cal = table.calibration or {}
     summary = {"table": str(out), "device": table.describe(), "entries": len(table.entries),
                "expected_entries": table.expected_entries, "complete": table.complete,
@@ -177,6 +182,8 @@ def cmd_validate(args: argparse.Namespace) -> int:
         space = load_space(args.space)
     if args.samples < 2:
         raise UsageError(f"--samples {args.samples}: need at least 2 networks to rank")
+    if args.rescale:
+        table.set_rescale(args.rescale)
     ident = table.identity
     runtime = ident.get("backend")
     backend = get_backend(ident.get("device", "cpu"), threads=table.threads, batch=table.batch, remote=args.remote,
@@ -193,15 +200,16 @@ def cmd_validate(args: argparse.Namespace) -> int:
         return 0
     from nas.cli import console
 
-    raw = fig["raw"]
     c = console()
     c.print(f"[bold]{table.path}[/]  {fig['samples']} random networks (seed {fig['seed']}), {table.describe()}")
     c.print(f"  MAPE {fig['mape_pct']:.2f} %, within ±5 %: {fig['within_5_pct']:.0f} %, within ±10 %: "
             f"{fig['within_10_pct']:.0f} %, max {fig['max_abs_error_pct']:.1f} %, bias {fig['bias_pct']:+.2f} %")
     c.print(f"  Kendall τ predicted vs measured {fig['kendall_tau']:.3f}   (MACs vs measured {fig['kendall_tau_macs']:.3f})")
-    c.print(f"  drift: machine {fig['drift_pct']:+.1f} % vs build (probe), {fig['build_drift_pct']:.1f} % during the "
-            f"build; without rescaling: MAPE {raw['mape_pct']:.2f} %, within ±5 % {raw['within_5_pct']:.0f} %, "
-            f"τ {raw['kendall_tau']:.3f}")
+    c.print(f"  drift: machine {fig['drift_pct']:+.1f} % vs build (reference probe), {fig['build_drift_pct']:.1f} % "
+            f"during the build; rescale mode {fig['rescale']}")
+    for mode, m in fig["modes"].items():
+        c.print(f"    rescale={mode:<7} MAPE {m['mape_pct']:.2f} %, ±5 %: {m['within_5_pct']:.0f} %, ±10 %: "
+                f"{m['within_10_pct']:.0f} %, τ {m['kendall_tau']:.3f}, MACs τ {m['kendall_tau_macs']:.3f}")
     if args.plot:
         c.print(f"  plot: {args.plot}")
     return 0

@@ -10,11 +10,13 @@ never measures and takes microseconds. How it tracks the whole network (see ``ME
    the same exporter and graph optimisation as a whole network.
 2. *CPU time of the measuring thread* is the clock at ``threads=1``: preemption by other processes is not
    counted, so a busy machine inflates a 40 ms network no more than a 0.4 ms block.
-3. *Machine speed drift* is tracked by a fixed reference probe network timed every ``PROBE_INTERVAL_S``
-   during the build (and before each network during calibration and validation). Every measurement is
-   rescaled to the build's median probe time using the probe's running median around it, so entries
-   measured minutes apart, and validations run days later, are on one speed scale. The rescale factor is
-   reported as drift beside every error figure.
+3. *Machine speed drift* is tracked by a fixed reference probe network timed in interleaved rounds with
+   every block and every whole network (so each measurement carries the probe's time at that moment).
+   Times are rescaled to the build's median probe time (``rescale``): ``window`` (default) divides by the
+   probe's running median over +-``window_s``, which follows drift over minutes without adding the
+   probe's own noise; ``paired`` uses each measurement's own block/probe ratio; ``none`` keeps raw times.
+   Validation rescales its measurements the same way, so a table built on a fast afternoon validates
+   against a slow morning; the rescale factor is reported as drift beside every error figure.
 4. *Calibration*: a few whole networks (the paper presets in the space, then seeded random draws) are
    timed end to end; of "none", "scale" (``a * sum``) and "affine" (``a * sum + b * (blocks - 1)``, the
    per-call overhead and cross-block effects), the model with the lowest leave-one-out error is kept.
@@ -26,6 +28,8 @@ so a killed build loses at most the entry in flight and a re-run measures only w
 
 from __future__ import annotations
 
+import bisect
+import copy
 import json
 import math
 import os
@@ -68,21 +72,20 @@ IDENTITY_KEYS = ("device", "backend", "cpu_model", "arch", "runtime", "runtime_v
                  "batch", "gpu_model")
 DEFAULT_TABLE = "shufflenetv2_cpu_x86_64_t1_b1_r224.json"  # shipped table of the default space
 
-# Blocks: at least 0.15 s of timed runs (>= 20 runs) each; 0.1-2 ms blocks get 75-400 runs.
-BLOCK_SETTINGS = MeasureSettings(warmup=10, min_repeats=20, max_repeats=400, min_time_s=0.15, rounds=5)
+# Blocks: >= 0.1 s of timed runs (>= 20 runs) each, and as much for the probe interleaved with them.
+BLOCK_SETTINGS = MeasureSettings(warmup=10, min_repeats=20, max_repeats=400, min_time_s=0.1, rounds=5)
 # Whole networks (calibration, validation): 3-300 ms each; >= 10 runs and >= 0.5 s.
 NETWORK_SETTINGS = MeasureSettings(warmup=5, min_repeats=10, max_repeats=200, min_time_s=0.5, rounds=5, retries=1)
-PROBE_SETTINGS = MeasureSettings(warmup=5, min_repeats=20, max_repeats=200, min_time_s=0.1, rounds=2, retries=0)
 PROBE_ID = "probe/1: conv3x3s2 3-24, 1x1 24-64, dw3x3 64, 1x1 64-128, dw3x3s2 128, 1x1 128-128 (BN+ReLU each), 3x64x64"
 PROBE_SHAPE = (3, 64, 64)
-PROBE_INTERVAL_S = 10.0  # the VM's speed drifts over minutes; a 0.1 s probe every 10 s costs 1 %
 PROBE_WINDOW_S = 60.0  # running median of probe times within +-60 s: follows drift, averages probe noise
+RESCALE_MODES = ("window", "paired", "none")
 CALIBRATION_SEED = 7919  # calibration draws differ from validate-table's default seed 0
 METHOD = (
     "whole units (split+branches+concat+shuffle) each exported alone (torch.onnx dynamo=False) and timed "
-    "with the network's runtime settings; median of adaptive repeats over interleaved rounds; clock = "
-    "thread CPU time at threads=1 (wall/CUDA events otherwise); noisy entries re-measured then flagged; "
-    "every time rescaled to the build's median reference-probe time (running median over +-60 s); sum "
+    "with the network's runtime settings, in interleaved rounds with a fixed reference probe; median of "
+    "adaptive repeats; clock = thread CPU time at threads=1 (wall / CUDA events otherwise); noisy entries "
+    "re-measured then flagged; times rescaled to the build's median probe time (see probe.rescale); sum "
     "calibrated on end-to-end networks (model chosen by leave-one-out error)"
 )
 
@@ -103,32 +106,45 @@ def reference_probe() -> "nn.Module":
                          *cbr(128, 128, 3, 128, 2), *cbr(128, 128)).eval()
 
 
-def _running_median(samples: Sequence[Sequence[float]], t: float, window_s: float = PROBE_WINDOW_S) -> float | None:
-    """Median probe time (ms) among ``samples`` ([time_s, ms] pairs) within ``window_s`` of ``t``."""
-    if not samples:
-        return None
-    near = [ms for ts, ms in samples if abs(ts - t) <= window_s]
-    if not near:  # nothing within the window: the closest sample
-        near = [min(samples, key=lambda s: abs(s[0] - t))[1]]
-    return statistics.median(near)
+class _Timeline:
+    """Probe samples ([time_s, ms]) sorted by time, for running medians in O(log n + window)."""
+
+    def __init__(self, samples: Sequence[Sequence[float]]) -> None:
+        pairs = sorted((float(t), float(ms)) for t, ms in samples)
+        self.times = [t for t, _ in pairs]
+        self.ms = [ms for _, ms in pairs]
+
+    def around(self, t: float, window_s: float) -> float | None:
+        """Median probe time within ``window_s`` of ``t`` (the nearest sample if none is that close)."""
+        if not self.times:
+            return None
+        lo, hi = bisect.bisect_left(self.times, t - window_s), bisect.bisect_right(self.times, t + window_s)
+        if lo >= hi:
+            i = min(max(bisect.bisect_left(self.times, t), 0), len(self.times) - 1)
+            j = max(i - 1, 0)
+            return self.ms[i] if abs(self.times[i] - t) <= abs(self.times[j] - t) else self.ms[j]
+        return statistics.median(self.ms[lo:hi])
 
 
-class _Probe:
-    """Times the reference probe at most every ``interval_s`` and keeps the [time, ms] samples."""
+def _rescaled(raw_ms: float, ratio: float | None, t: float, *, timeline: _Timeline, ref: float | None,
+              mode: str, window_s: float) -> float:
+    """A time measured at ``t`` expressed at the reference speed (probe time ``ref``)."""
+    if not ref or mode == "none":
+        return raw_ms
+    if mode == "paired" and ratio:
+        return ratio * ref
+    around = timeline.around(t, window_s)
+    return raw_ms * ref / around if around else raw_ms
 
-    def __init__(self, backend: "Backend", samples: list[list[float]], *, interval_s: float) -> None:
-        self.backend = backend
-        self.samples = samples
-        self.interval_s = interval_s
-        self.model = backend.portable(reference_probe(), input_shape=PROBE_SHAPE)  # export once, time often
-        self.last = -math.inf
 
-    def maybe(self, *, force: bool = False) -> None:
-        now = time.time()
-        if force or now - self.last >= self.interval_s:
-            m = self.backend.measure(self.model, input_shape=PROBE_SHAPE, settings=PROBE_SETTINGS)
-            self.samples.append([round(now, 3), m.median_ms])
-            self.last = now
+def _paired(backend: "Backend", probe: Any, model: Any, input_shape: tuple[int, ...],
+            settings: MeasureSettings) -> tuple[Measurement, float, float]:
+    """Time ``model`` in interleaved rounds with the probe: (measurement, probe median ms, block/probe ratio)."""
+    mp, mb = backend.measure_many([probe, model], input_shapes=[PROBE_SHAPE, input_shape], settings=settings)
+    pairs = list(zip(mb.round_medians_ms, mp.round_medians_ms))
+    ratio = (statistics.median(b / p for b, p in pairs if p > 0) if pairs and len(mb.round_medians_ms) ==
+             len(mp.round_medians_ms) else mb.median_ms / mp.median_ms)
+    return mb, mp.median_ms, ratio
 
 
 # --------------------------------------------------------------------------- the file
@@ -139,20 +155,24 @@ def _sig(x: float, digits: int = 6) -> float:
 
 @dataclass
 class Entry:
-    """One measured block. ``ms`` is ``raw_ms`` rescaled to the table's reference speed (derived)."""
+    """One measured block. ``ms`` is ``raw_ms`` rescaled to the table's reference speed (derived, see
+    ``LatencyTable.rescale``)."""
 
     key: BlockKey
     raw_ms: float
     spread_pct: float
     n: int
     t: float  # unix time of the measurement (s): places it on the probe timeline
+    probe_ms: float = 0.0  # the reference probe's median in the same interleaved rounds
+    ratio: float = 0.0  # median over rounds of block / probe round medians
     flagged: bool = False
     attempts: int = 1
     ms: float = 0.0
 
     def to_dict(self) -> dict[str, Any]:
         k = self.key
-        return {"ms": _sig(self.ms), "raw_ms": _sig(self.raw_ms), "spread_pct": round(self.spread_pct, 2),
+        return {"ms": _sig(self.ms), "raw_ms": _sig(self.raw_ms), "probe_ms": _sig(self.probe_ms),
+                "ratio": _sig(self.ratio), "spread_pct": round(self.spread_pct, 2),
                 "n": self.n, "t": round(self.t, 3), "flagged": self.flagged, "attempts": self.attempts,
                 "key": {"kind": k.kind, "resolution": k.resolution, "in_channels": k.in_channels,
                         "out_channels": k.out_channels, "split_ratio": k.split_ratio, "se": k.se, "kernel": k.kernel,
@@ -161,7 +181,8 @@ class Entry:
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "Entry":
         return cls(key=BlockKey.from_dict(d["key"]), raw_ms=float(d["raw_ms"]), spread_pct=float(d["spread_pct"]),
-                   n=int(d["n"]), t=float(d["t"]), flagged=bool(d.get("flagged", False)),
+                   n=int(d["n"]), t=float(d["t"]), probe_ms=float(d.get("probe_ms", 0.0)),
+                   ratio=float(d.get("ratio", 0.0)), flagged=bool(d.get("flagged", False)),
                    attempts=int(d.get("attempts", 1)), ms=float(d.get("ms", d["raw_ms"])))
 
 
@@ -262,15 +283,45 @@ class LatencyTable:
         return [k.id for k in keys if k.id not in self.entries]
 
     # -- derived values (precomputed once so predict is a few dict lookups)
+    @property
+    def rescale(self) -> str:
+        return str(self.probe.get("rescale", "window"))
+
+    @property
+    def window_s(self) -> float:
+        return float(self.probe.get("window_s", PROBE_WINDOW_S))
+
+    def set_rescale(self, mode: str, *, window_s: float | None = None) -> None:
+        """Choose how times are put on the reference speed (``window``, ``paired``, ``none``); refreshes.
+
+        Raises:
+            UsageError: unknown mode or a window <= 0.
+        """
+        if mode not in RESCALE_MODES:
+            raise UsageError(f"--rescale {mode!r}: choose one of {list(RESCALE_MODES)}")
+        if window_s is not None and window_s <= 0:
+            raise UsageError(f"--window {window_s}: must be > 0 seconds")
+        self.probe["rescale"] = mode
+        if window_s is not None:
+            self.probe["window_s"] = float(window_s)
+        self.refresh()
+
+    def rescaler(self, samples: Sequence[Sequence[float]] | None = None) -> Callable[[float, float | None, float], float]:
+        """``f(raw_ms, ratio, t)`` -> ms at the reference speed, using ``samples`` (default: the build's probe
+        timeline; validation passes its own)."""
+        timeline = _Timeline(self.probe.get("samples", []) if samples is None else samples)
+        ref, mode, window = self.probe.get("ref_ms"), self.rescale, self.window_s
+        return lambda raw, ratio, t: _rescaled(raw, ratio, t, timeline=timeline, ref=ref, mode=mode, window_s=window)
+
     def refresh(self) -> None:
         """Recompute the reference probe time and every entry's rescaled ``ms``; refit the calibration."""
         samples = self.probe.get("samples", [])
-        ref = statistics.median(ms for _, ms in samples) if samples else None
-        self.probe["ref_ms"] = ref
+        self.probe["ref_ms"] = statistics.median(ms for _, ms in samples) if samples else None
+        f = self.rescaler()
         self._ms.clear()
         self._var.clear()
         for eid, e in self.entries.items():
-            e.ms = e.raw_ms * _speed_factor(samples, ref, e.t)
+            e.ms = f(e.raw_ms, e.ratio, e.t)
             self._ms[eid] = e.ms
             # Standard error of a median ~ 1.253 * sigma / sqrt(n), sigma ~ IQR / 1.349.
             se = 1.253 * (e.spread_pct / 100.0 * e.ms / 1.349) / math.sqrt(max(e.n, 1))
@@ -348,14 +399,6 @@ class LatencyTable:
         return t
 
 
-def _speed_factor(samples: Sequence[Sequence[float]], ref: float | None, t: float) -> float:
-    """ref / (probe time around ``t``): multiplies a time measured at ``t`` onto the reference speed."""
-    if not ref:
-        return 1.0
-    around = _running_median(samples, t)
-    return ref / around if around else 1.0
-
-
 def _dumps(d: dict[str, Any]) -> str:
     """JSON with metadata indented and each entry, probe sample and per-network row on one line."""
 
@@ -399,14 +442,13 @@ def _fit_calibration(nets: list[dict[str, Any]], table: LatencyTable) -> dict[st
     """
     import numpy as np
 
-    samples = table.probe.get("samples", [])
-    ref = table.probe.get("ref_ms")
+    f = table.rescaler()
     s_ms, n_blk, e_ms = [], [], []
     for net in nets:
         s, n = _net_sum(table, ArchConfig.from_string(net["config"]))
         s_ms.append(s)
         n_blk.append(n - 1)  # a network is one call; its blocks were n calls
-        e_ms.append(net["raw_ms"] * _speed_factor(samples, ref, net["t"]))
+        e_ms.append(f(net["raw_ms"], net.get("ratio"), net["t"]))
     S, N, E = np.array(s_ms), np.array(n_blk, dtype=float), np.array(e_ms)
 
     def fit(model: str, idx: np.ndarray) -> tuple[float, float]:
@@ -451,30 +493,44 @@ def _fit_calibration(nets: list[dict[str, Any]], table: LatencyTable) -> dict[st
 
 # --------------------------------------------------------------------------- measuring
 def measure_network(config: ArchConfig, backend: "Backend", *, num_classes: int = 1000,
-                    settings: MeasureSettings = NETWORK_SETTINGS) -> dict[str, Any]:
-    """Time ``build_model(config)`` end to end; returns ``{"config", "raw_ms", "spread_pct", "n", "t",
-    "flagged"}`` (``raw_ms`` at the machine's current speed).
+                    settings: MeasureSettings = NETWORK_SETTINGS, probe: Any = None) -> dict[str, Any]:
+    """Time ``build_model(config)`` end to end, interleaved with the reference probe.
+
+    Args:
+        config: the network.
+        backend: where to time it.
+        num_classes: classifier width.
+        settings: the protocol (default: the tables' network settings).
+        probe: the probe in the backend's portable form (default: exported now).
+
+    Returns:
+        ``{"config", "raw_ms", "probe_ms", "ratio", "spread_pct", "n", "t", "flagged"}``; ``raw_ms`` is at the
+        machine's current speed, ``ratio`` = network / probe time.
 
     Raises:
         MeasurementError: the backend failed.
     """
     from nas.builder import build_model
 
+    if probe is None:
+        probe = backend.portable(reference_probe(), input_shape=PROBE_SHAPE)
     model = build_model(config, num_classes)
     t = time.time()
-    m = backend.measure(model, input_shape=(3, config.resolution, config.resolution), settings=settings)
-    return {"config": config.to_string(), "raw_ms": _sig(m.median_ms), "spread_pct": round(m.spread_pct, 2),
-            "n": m.n, "t": round(t, 3), "flagged": m.flagged}
+    m, probe_ms, ratio = _paired(backend, probe, model, (3, config.resolution, config.resolution), settings)
+    return {"config": config.to_string(), "raw_ms": _sig(m.median_ms), "probe_ms": _sig(probe_ms),
+            "ratio": _sig(ratio), "spread_pct": round(m.spread_pct, 2), "n": m.n, "t": round(t, 3),
+            "flagged": m.flagged}
 
 
-def _measure_entry(key: BlockKey, backend: "Backend", *, num_classes: int, settings: MeasureSettings) -> Entry:
+def _measure_entry(key: BlockKey, backend: "Backend", probe: Any, *, num_classes: int,
+                   settings: MeasureSettings) -> Entry:
     from nas.builder import build_block
 
     t = time.time()
-    m: Measurement = backend.measure(build_block(key, num_classes=num_classes),
-                                     input_shape=(key.in_channels, key.resolution, key.resolution), settings=settings)
-    return Entry(key=key, raw_ms=m.median_ms, spread_pct=m.spread_pct, n=m.n, t=t, flagged=m.flagged,
-                 attempts=m.attempts, ms=m.median_ms)
+    m, probe_ms, ratio = _paired(backend, probe, build_block(key, num_classes=num_classes),
+                                 (key.in_channels, key.resolution, key.resolution), settings)
+    return Entry(key=key, raw_ms=m.median_ms, spread_pct=m.spread_pct, n=m.n, t=t, probe_ms=probe_ms, ratio=ratio,
+                 flagged=m.flagged, attempts=m.attempts, ms=m.median_ms)
 
 
 def _calibration_configs(space: "SearchSpace", resolution: int, count: int, seed: int) -> list[ArchConfig]:
@@ -504,7 +560,7 @@ def build_table(space: "SearchSpace", backend: "Backend", *, resolution: int | N
                 out: "str | Path | None" = None, resume: bool = True, progress: Progress | None = None,
                 num_classes: int = 1000, settings: MeasureSettings | None = None,
                 network_settings: MeasureSettings | None = None, limit: int | None = None,
-                calibration_nets: int = 8, seed: int = CALIBRATION_SEED) -> LatencyTable:
+                calibration_nets: int = 8, seed: int = CALIBRATION_SEED, rescale: str = "window") -> LatencyTable:
     """Measure every block of ``space`` at ``resolution`` on ``backend``, then calibrate.
 
     Args:
@@ -519,6 +575,7 @@ def build_table(space: "SearchSpace", backend: "Backend", *, resolution: int | N
         limit: measure at most this many missing entries this run (tests; the table stays incomplete).
         calibration_nets: whole networks timed for the calibration once all entries exist.
         seed: seed of the calibration draws.
+        rescale: how times are put on the build's reference speed (``window``, ``paired``, ``none``).
 
     Returns:
         The table (complete and calibrated unless ``limit`` stopped it early).
@@ -562,11 +619,19 @@ def build_table(space: "SearchSpace", backend: "Backend", *, resolution: int | N
                              network_settings=network_settings,
                              space={"name": space.name, "hash": space.hash, "source": space.source,
                                     "document": space.to_dict()},
-                             probe={"id": PROBE_ID, "input_shape": list(PROBE_SHAPE), "ref_ms": None, "samples": []},
+                             probe={"id": PROBE_ID, "input_shape": list(PROBE_SHAPE), "ref_ms": None,
+                                    "rescale": rescale, "window_s": PROBE_WINDOW_S, "samples": []},
                              created=time.strftime("%Y-%m-%dT%H:%M:%S%z"), path=out_path)
     table.expected_entries = len(keys)
     table.identity.update({k: v for k, v in identity.items() if k not in IDENTITY_KEYS})  # e.g. newer OS patch
-    probe = _Probe(backend, table.probe["samples"], interval_s=PROBE_INTERVAL_S)
+    if table.probe.get("id") != PROBE_ID:
+        raise TableMismatchError(f"{out_path}: measured with another reference probe ({table.probe.get('id')!r}); "
+                                 "choose another --out or delete it")
+    if rescale not in RESCALE_MODES:
+        raise UsageError(f"--rescale {rescale!r}: choose one of {list(RESCALE_MODES)}")
+    table.probe["rescale"] = rescale
+    samples = table.probe["samples"]
+    probe = backend.portable(reference_probe(), input_shape=PROBE_SHAPE)  # exported once, timed with every block
     todo = [k for k in keys if k.id not in table.entries]
     if limit is not None:
         todo = todo[: max(0, limit)]
@@ -585,21 +650,26 @@ def build_table(space: "SearchSpace", backend: "Backend", *, resolution: int | N
     for i, key in enumerate(todo):
         if progress:
             progress("blocks", done0 + i, len(keys), key.id)
-        probe.maybe()
-        table.entries[key.id] = _measure_entry(key, backend, num_classes=num_classes, settings=settings)
+        e = _measure_entry(key, backend, probe, num_classes=num_classes, settings=settings)
+        table.entries[key.id] = e
+        samples.append([round(e.t, 3), _sig(e.probe_ms)])
         save()
     if progress:
         progress("blocks", done0 + len(todo), len(keys), "")
-    if table.complete and not (table.calibration and table.calibration.get("nets")) and calibration_nets > 0:
-        table.refresh()
-        nets = []
+    if table.complete and calibration_nets > 0:
+        # Resumable too: networks already timed (listed in calibration.nets) are not timed again.
         configs = _calibration_configs(space, resolution, calibration_nets, seed)
-        for i, cfg in enumerate(configs):
+        nets = list((table.calibration or {}).get("nets", []))
+        done = {n["config"] for n in nets}
+        todo_nets = [c for c in configs if c.to_string() not in done]
+        for i, cfg in enumerate(todo_nets):
             if progress:
-                progress("calibration", i, len(configs), cfg.to_string())
-            probe.maybe(force=True)
-            nets.append(measure_network(cfg, backend, num_classes=num_classes, settings=network_settings))
-        probe.maybe(force=True)
+                progress("calibration", len(configs) - len(todo_nets) + i, len(configs), cfg.to_string())
+            row = measure_network(cfg, backend, num_classes=num_classes, settings=network_settings, probe=probe)
+            nets.append(row)
+            samples.append([row["t"], row["probe_ms"]])
+            table.calibration = {"nets": nets}
+            save()
         if progress:
             progress("calibration", len(configs), len(configs), "")
         table.calibration = {"nets": nets}
@@ -679,14 +749,16 @@ def predict(config: ArchConfig, table: LatencyTable, *, backend: "Backend | None
 
 
 def _fill(table: LatencyTable, keys: list[BlockKey], backend: "Backend") -> None:
-    """Measure ``keys`` into ``table`` now (lazy table), with a probe sample to place them on its speed scale."""
+    """Measure ``keys`` into ``table`` now (lazy table), paired with the probe like a build."""
     diff = _identity_diff(table.identity, backend.identity())
     if diff:
         raise TableMismatchError(f"{table.path or 'table'}: cannot fill missing entries on this backend "
                                  f"({'; '.join(diff)})")
-    _Probe(backend, table.probe.setdefault("samples", []), interval_s=0).maybe(force=True)
+    probe = backend.portable(reference_probe(), input_shape=PROBE_SHAPE)
     for key in dict((k.id, k) for k in keys).values():
-        table.entries[key.id] = _measure_entry(key, backend, num_classes=table.num_classes, settings=table.settings)
+        e = _measure_entry(key, backend, probe, num_classes=table.num_classes, settings=table.settings)
+        table.entries[key.id] = e
+        table.probe.setdefault("samples", []).append([round(e.t, 3), _sig(e.probe_ms)])
     table.refresh()
     if table.path is not None:
         table.save()
@@ -773,9 +845,10 @@ def validate_table(table: LatencyTable, backend: "Backend", *, samples: int = 50
                    save: bool = True) -> dict[str, Any]:
     """Draw ``samples`` configs from the table's space, time each end to end on ``backend`` and compare.
 
-    Every network is timed after a probe; measured times are rescaled to the table's reference speed with
-    the probe's running median (``drift_pct`` says by how much the machine is slower (+) or faster (-)
-    now than during the build). Figures are given rescaled (the headline) and raw.
+    Every network is timed in interleaved rounds with the reference probe, and its time is put on the
+    table's reference speed the way the table's entries are (``rescale``); ``drift_pct`` says how much
+    slower (+) or faster (-) the machine is now than during the build. The headline figures use the table's
+    rescale mode; ``modes`` repeats them for every mode (``none`` = raw times, calibration refitted).
 
     Args:
         table: a complete table.
@@ -787,8 +860,9 @@ def validate_table(table: LatencyTable, backend: "Backend", *, samples: int = 50
         save: store the figures in the table's ``validation`` field and save it (if it has a path).
 
     Returns:
-        ``{"samples", "seed", "mape_pct", "within_5_pct", "within_10_pct", "kendall_tau", "kendall_tau_macs",
-        "max_abs_error_pct", "bias_pct", "drift_pct", "build_drift_pct", "raw": {...}, "nets": [...]}``.
+        ``{"samples", "seed", "rescale", "mape_pct", "within_5_pct", "within_10_pct", "kendall_tau",
+        "kendall_tau_macs", "max_abs_error_pct", "bias_pct", "drift_pct", "build_drift_pct", "modes": {...},
+        "nets": [...]}``.
 
     Raises:
         TableMismatchError: the backend or space differs from the table's.
@@ -813,40 +887,47 @@ def validate_table(table: LatencyTable, backend: "Backend", *, samples: int = 50
                                   "finish it with `nas build-latency-table --resume`", missing)
     rng = random.Random(seed)
     configs = [space.sample(rng, fixed={"resolution": table.resolution}) for _ in range(samples)]
-    val_probe: list[list[float]] = []
-    probe = _Probe(backend, val_probe, interval_s=0)
+    probe = backend.portable(reference_probe(), input_shape=PROBE_SHAPE)
     rows = []
     for i, cfg in enumerate(configs):
         if progress:
             progress("validation", i, len(configs), cfg.to_string())
-        probe.maybe(force=True)
-        row = measure_network(cfg, backend, num_classes=table.num_classes, settings=table.network_settings)
-        p = predict(cfg, table)
-        row.update(predicted_ms=_sig(p.latency_ms), uncertainty_ms=_sig(p.uncertainty_ms),
-                   macs=count_macs(cfg, num_classes=table.num_classes).macs)
+        row = measure_network(cfg, backend, num_classes=table.num_classes, settings=table.network_settings,
+                              probe=probe)
+        row["macs"] = count_macs(cfg, num_classes=table.num_classes).macs
         rows.append(row)
-    probe.maybe(force=True)
     if progress:
         progress("validation", len(configs), len(configs), "")
+    val_samples = [[r["t"], r["probe_ms"]] for r in rows]
+    macs = [r["macs"] for r in rows]
+    modes: dict[str, dict[str, Any]] = {}
+    for mode in RESCALE_MODES:  # the table's own mode is the headline; the others show what rescaling does
+        tm = copy.deepcopy(table)
+        tm.path = None
+        tm.set_rescale(mode)
+        f = tm.rescaler(val_samples)
+        pred = [predict(c, tm) for c in configs]
+        meas = [f(r["raw_ms"], r["ratio"], r["t"]) for r in rows]
+        modes[mode] = {**_error_figures([p.latency_ms for p in pred], meas),
+                       "kendall_tau_macs": round(kendall_tau(macs, meas), 4)}
+        if mode == table.rescale:
+            for r, p, m in zip(rows, pred, meas):
+                r.update(predicted_ms=_sig(p.latency_ms), uncertainty_ms=_sig(p.uncertainty_ms), ms=_sig(m))
     ref = table.probe.get("ref_ms")
-    for row in rows:
-        row["ms"] = _sig(row["raw_ms"] * _speed_factor(val_probe, ref, row["t"]))
-    pred = [r["predicted_ms"] for r in rows]
-    figures: dict[str, Any] = {"samples": samples, "seed": seed,
-                               "when": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-                               **_error_figures(pred, [r["ms"] for r in rows])}
-    figures["kendall_tau_macs"] = round(kendall_tau([r["macs"] for r in rows], [r["ms"] for r in rows]), 4)
-    now_probe = statistics.median(ms for _, ms in val_probe)
-    build_probe = [_running_median(table.probe["samples"], t) for t, _ in table.probe["samples"]]
-    figures["drift_pct"] = round(100.0 * (now_probe / ref - 1.0), 2) if ref else None
-    figures["build_drift_pct"] = (round(100.0 * (max(build_probe) - min(build_probe)) / ref, 2)
-                                  if ref and build_probe else None)
-    figures["raw"] = _error_figures(pred, [r["raw_ms"] for r in rows])
-    figures["raw"]["kendall_tau_macs"] = round(kendall_tau([r["macs"] for r in rows], [r["raw_ms"] for r in rows]), 4)
-    figures["note"] = ("headline figures compare predictions with measurements rescaled to the build's speed by "
-                       "the reference probe; 'raw' compares with the times as measured; drift_pct = probe now vs "
-                       "build (+ = slower now); build_drift_pct = range of the probe's running median during the build")
-    figures["nets"] = rows
+    tl = _Timeline(table.probe.get("samples", []))
+    build_speed = [tl.around(t, table.window_s) or 0.0 for t in tl.times]
+    now_probe = statistics.median(r["probe_ms"] for r in rows)
+    figures: dict[str, Any] = {
+        "samples": samples, "seed": seed, "when": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "rescale": table.rescale,
+        **modes[table.rescale],
+        "drift_pct": round(100.0 * (now_probe / ref - 1.0), 2) if ref else None,
+        "build_drift_pct": round(100.0 * (max(build_speed) - min(build_speed)) / ref, 2) if ref and build_speed else None,
+        "modes": modes,
+        "note": ("headline figures use the table's rescale mode: measurements and entries on the build's reference "
+                 "speed; modes.none compares raw times; drift_pct = reference probe now vs during the build (+ = "
+                 "slower now); build_drift_pct = range of the probe's running median during the build"),
+        "nets": rows,
+    }
     if save:
         table.validation = figures
         if table.path is not None:

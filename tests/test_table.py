@@ -148,10 +148,11 @@ def test_validate_stores_figures(built, tmp_path):
     t = load_table(copy)
     fig = validate_table(t, get_backend("cpu"), samples=4, seed=1)
     for k in ("mape_pct", "within_5_pct", "within_10_pct", "kendall_tau", "kendall_tau_macs", "drift_pct",
-              "build_drift_pct", "raw"):
+              "build_drift_pct", "modes"):
         assert k in fig
     assert len(fig["nets"]) == 4 and all(n["predicted_ms"] > 0 and n["ms"] > 0 for n in fig["nets"])
     assert json.loads(copy.read_text())["validation"]["samples"] == 4
+    assert set(fig["modes"]) == {"window", "paired", "none"}
     with pytest.raises(TableMismatchError):  # another thread count is another identity
         validate_table(t, get_backend("cpu", threads=2), samples=2)
 

@@ -311,43 +311,36 @@ class Backend(ABC):
 
 
 def _interleaved(runners: Sequence[Runner], s: MeasureSettings) -> list[Measurement]:
-    """The measurement protocol over prepared runners (see :class:`MeasureSettings`)."""
+    """The measurement protocol over prepared runners (see :class:`MeasureSettings`).
+
+    Every attempt times all models in the same interleaved rounds, so round ``k`` of one model is always
+    next in time to round ``k`` of the others (callers pair them, e.g. block / probe). Of the attempts, the
+    one whose noisiest model is least noisy is kept.
+    """
     est_ms = []
     for r in runners:
         warm = r.run(max(s.warmup, 1))
         # Later warm-up runs are the better estimate of the steady state.
         est_ms.append(max(statistics.median(warm[len(warm) // 2:]), 1e-4))
     per_model = [
-        int(min(s.max_repeats, max(s.min_repeats, round(1000.0 * s.min_time_s / e)))) for e in est_ms
+        int(min(s.max_repeats, max(s.min_repeats, s.rounds, round(1000.0 * s.min_time_s / e)))) for e in est_ms
     ]
-    best: list[Measurement | None] = [None] * len(runners)
-    todo = list(range(len(runners)))
+    best: list[Measurement] | None = None
     for attempt in range(1, s.retries + 2):  # bounded: 1 + retries attempts
-        rounds: dict[int, list[list[float]]] = {i: [] for i in todo}
+        rounds: list[list[list[float]]] = [[] for _ in runners]
         for k in range(s.rounds):
-            for i in todo:
-                n = per_model[i] // s.rounds + (1 if k < per_model[i] % s.rounds else 0)
-                if n <= 0:
-                    continue
-                if s.rewarm and len(todo) > 1:
-                    runners[i].run(s.rewarm)
-                rounds[i].append(runners[i].run(n))
-        still_noisy = []
-        for i in todo:
-            m = summarize(rounds[i], attempts=attempt)
-            if best[i] is None or m.spread_pct < best[i].spread_pct:  # type: ignore[union-attr]
-                best[i] = m
-            if m.spread_pct > s.max_spread_pct:
-                still_noisy.append(i)
-        todo = still_noisy
-        if not todo:
+            for i, r in enumerate(runners):
+                n = max(1, per_model[i] // s.rounds + (1 if k < per_model[i] % s.rounds else 0))
+                if s.rewarm and len(runners) > 1:
+                    r.run(s.rewarm)
+                rounds[i].append(r.run(n))
+        result = [summarize(rs, attempts=attempt) for rs in rounds]
+        if best is None or max(m.spread_pct for m in result) <= max(m.spread_pct for m in best):
+            best = result
+        if all(m.spread_pct <= s.max_spread_pct for m in result):
             break
-    out = []
-    for i, m in enumerate(best):
-        assert m is not None
-        out.append(replace(m, flagged=i in todo and m.spread_pct > s.max_spread_pct,
-                           attempts=min(s.retries + 1, m.attempts if i not in todo else s.retries + 1)))
-    return out
+    assert best is not None
+    return [replace(m, flagged=m.spread_pct > s.max_spread_pct, attempts=attempt) for m in best]
 
 
 # --------------------------------------------------------------------------- identity helpers
