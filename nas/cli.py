@@ -23,6 +23,7 @@ COMMAND_MODULES = [
     "nas.cli_space",
     "nas.cli_study",
     "nas.cli_table",
+    "nas.cli_agent",
 ]
 
 

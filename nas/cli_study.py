@@ -19,6 +19,8 @@ def _add_device_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", default="cpu", help="cpu, gpu or arm (default: cpu)")
     p.add_argument("--remote", metavar="HOST:PORT", help="measure on a board agent (`nas agent` on the board)")
     p.add_argument("--token", help="the board agent's shared secret")
+    p.add_argument("--token-file", help="file holding the board agent's token (default: $NAS_AGENT_TOKEN, else "
+                                        "~/.config/nas/agent_token)")
     p.add_argument("--runtime", help="a backend name overriding the device's default (e.g. onnxruntime-cuda)")
     p.add_argument("--threads", type=int, default=1, help="intra-op threads (default 1, as the latency tables)")
     p.add_argument("--batch", type=int, default=None, help="batch size (default: 8 on gpu, as the paper; else 1)")
@@ -62,6 +64,15 @@ def _settings(args: argparse.Namespace, base: Any = None) -> Any:
     return base or NETWORK_SETTINGS
 
 
+def _token(args: argparse.Namespace) -> str | None:
+    """The board agent's token from --token / --token-file (see nas.backends.remote.read_token)."""
+    if not args.remote:
+        return args.token
+    from nas.backends.remote import read_token
+
+    return read_token(token=args.token, token_file=args.token_file)
+
+
 def _backend(args: argparse.Namespace, *, device: str | None = None, threads: int | None = None,
              batch: int | None = None) -> tuple[Any, dict[str, Any]]:
     """The backend and its identity; asking for the identity reaches a remote agent once, so an
@@ -73,7 +84,7 @@ def _backend(args: argparse.Namespace, *, device: str | None = None, threads: in
     batch = batch if batch is not None else args.batch
     if batch is None:
         batch = 8 if device == "gpu" else 1  # paper: GPU speed in batches/s of 8 images; ARM single images
-    backend = get_backend(device, threads=threads, batch=batch, remote=args.remote, token=args.token,
+    backend = get_backend(device, threads=threads, batch=batch, remote=args.remote, token=_token(args),
                           runtime=args.runtime)
     return backend, backend.identity()
 

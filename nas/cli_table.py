@@ -38,6 +38,8 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
                                                      "(e.g. onnxruntime-cuda)")
     b.add_argument("--remote", default=None, help="HOST:PORT of a board agent (`nas agent`) to measure on")
     b.add_argument("--token", default=None, help="the board agent's shared token")
+    b.add_argument("--token-file", default=None,
+                   help="file holding the board agent's token (default: $NAS_AGENT_TOKEN, else ~/.config/nas/agent_token)")
     b.add_argument("--json", action="store_true", help="print one JSON summary on stdout")
     b.set_defaults(func=cmd_build)
 
@@ -58,6 +60,8 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     v.add_argument("--no-save", action="store_true", help="do not store the figures in the table")
     v.add_argument("--remote", default=None, help="HOST:PORT of the board agent the table was built on")
     v.add_argument("--token", default=None, help="the board agent's shared token")
+    v.add_argument("--token-file", default=None,
+                   help="file holding the board agent's token (default: $NAS_AGENT_TOKEN, else ~/.config/nas/agent_token)")
     v.add_argument("--json", action="store_true", help="print one JSON object")
     v.set_defaults(func=cmd_validate)
 
@@ -91,6 +95,15 @@ def _progress(enabled: bool = True) -> Iterator[Any]:
         yield update
 
 
+def _token(args: argparse.Namespace) -> str | None:
+    """The board agent's token from --token / --token-file (see nas.backends.remote.read_token)."""
+    if not args.remote:
+        return args.token
+    from nas.backends.remote import read_token
+
+    return read_token(token=args.token, token_file=args.token_file)
+
+
 def cmd_build(args: argparse.Namespace) -> int:
     from nas.backends import get_backend
     from nas.space import load_space
@@ -107,7 +120,7 @@ def cmd_build(args: argparse.Namespace) -> int:
         resolution = space.resolution[0]
     if resolution is None:
         raise UsageError(f"--resolution: the space has several {list(space.resolution)}; pick one")
-    backend = get_backend(args.device, threads=args.threads, batch=batch, remote=args.remote, token=args.token,
+    backend = get_backend(args.device, threads=args.threads, batch=batch, remote=args.remote, token=_token(args),
                           runtime=args.runtime)
     out = Path(args.out) if args.out else default_out(space.name, args.device, args.threads, batch, resolution)
     if args.overwrite and out.exists():
@@ -187,7 +200,7 @@ def cmd_validate(args: argparse.Namespace) -> int:
     ident = table.identity
     runtime = ident.get("backend")
     backend = get_backend(ident.get("device", "cpu"), threads=table.threads, batch=table.batch, remote=args.remote,
-                          token=args.token, runtime=None if args.remote else runtime)
+                          token=_token(args), runtime=None if args.remote else runtime)
     with _progress() as progress:
         fig = validate_table(table, backend, samples=args.samples, seed=args.seed, space=space, progress=progress,
                              save=not args.no_save)
