@@ -1,0 +1,71 @@
+"""How long a full latency table of the default space takes here, against the 15-minute goal (issue 7).
+
+Measures a seeded random sample of the default space's blocks exactly as `nas build-latency-table` does
+(build, export, interleaved rounds with the reference probe, atomic write of a table file after each),
+times a few calibration networks, and extrapolates to every block of the space. Timings on a shared VM
+are noisy and other processes slow the build: read the ratio against the budget, and the load average.
+
+    /work/venv/bin/python benchmarks/bench_table_build.py [--sample 60] [--seed 0] [--threads 1]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import random
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+BUDGET_S = 900.0  # issue 7: a full table of the default space builds in <= 15 minutes on this machine
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--sample", type=int, default=60, help="blocks to measure (a seeded random sample)")
+    ap.add_argument("--nets", type=int, default=2, help="calibration networks to time (the build times 8)")
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--threads", type=int, default=1)
+    args = ap.parse_args()
+
+    from nas.backends import get_backend
+    from nas.space import load_space
+    from nas.table import (BLOCK_SETTINGS, NETWORK_SETTINGS, PROBE_SHAPE, LatencyTable, _calibration_configs,
+                           _measure_entry, measure_network, reference_probe)
+
+    load0 = os.getloadavg()[0]
+    space = load_space()
+    keys = space.enumerate_blocks(resolution=224)
+    sample = random.Random(args.seed).sample(keys, min(args.sample, len(keys)))
+    backend = get_backend("cpu", threads=args.threads, batch=1)
+    probe = backend.portable(reference_probe(), input_shape=PROBE_SHAPE)
+    table = LatencyTable(identity=backend.identity(), space={"name": space.name, "hash": space.hash}, resolution=224)
+    per_entry = []
+    with tempfile.TemporaryDirectory() as d:
+        out = Path(d) / "bench.json"
+        t_all = time.perf_counter()
+        for k in sample:
+            t = time.perf_counter()
+            table.entries[k.id] = _measure_entry(k, backend, probe, num_classes=1000, settings=BLOCK_SETTINGS)
+            table.save(out)
+            per_entry.append(time.perf_counter() - t)
+        blocks_s = time.perf_counter() - t_all
+    configs = _calibration_configs(space, 224, 8, 7919)[: args.nets]
+    t = time.perf_counter()
+    for c in configs:
+        measure_network(c, backend, settings=NETWORK_SETTINGS, probe=probe)
+    per_net = (time.perf_counter() - t) / max(len(configs), 1)
+    est = statistics.fmean(per_entry) * len(keys) + 8 * per_net
+    flagged = sum(e.flagged for e in table.entries.values())
+    print(f"default space: {len(keys)} blocks at 224 px; measured a random {len(sample)} in {blocks_s:.1f} s "
+          f"({statistics.fmean(per_entry):.3f} s/entry mean, {statistics.median(per_entry):.3f} median; {flagged} flagged)")
+    print(f"calibration network: {per_net:.1f} s each (x8 in a build)")
+    print(f"estimated full build: {est:.0f} s = {est / 60:.1f} min; ratio to the 15-min budget: {est / BUDGET_S:.2f} "
+          f"(<= 1 passes)")
+    print(f"load average: {load0:.2f} before, {os.getloadavg()[0]:.2f} after (2 cores; > 0.5 means a busy machine)")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
