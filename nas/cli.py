@@ -24,6 +24,7 @@ COMMAND_MODULES = [
     "nas.cli_study",
     "nas.cli_table",
     "nas.cli_agent",
+    "nas.cli_export",
 ]
 
 

@@ -1,0 +1,236 @@
+"""CLI: ``nas export`` (found architectures to JSON/ONNX/TorchScript/pt) and ``nas train`` (full training)."""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+from pathlib import Path
+from typing import Any, Iterator
+
+from nas.errors import StorageError, UsageError
+
+__all__ = ["add_parsers", "open_study"]
+
+
+def add_parsers(sub: argparse._SubParsersAction) -> None:
+    e = sub.add_parser(
+        "export", help="write a found architecture (trial, config file or preset) as JSON/ONNX/TorchScript/pt",
+        description="Export from a study (--study with --trial N, --pareto or --best-under BUDGET), a config JSON "
+                    "file, or --preset. ONNX is checked against PyTorch right after export and timed on this "
+                    "machine (onnxruntime CPU, 1 thread, batch 1) beside the predicted latency.")
+    e.add_argument("config", nargs="?", help="architecture config JSON file (plain or exported)")
+    e.add_argument("--preset", help="a preset name, e.g. shufflenetv2-1.0x")
+    e.add_argument("--study", help="Optuna study name written by `nas search`")
+    e.add_argument("--storage", help="Optuna storage URL (e.g. sqlite:///runs/search.db; default: the search's)")
+    pick = e.add_mutually_exclusive_group()
+    pick.add_argument("--trial", type=int, help="trial number to export")
+    pick.add_argument("--pareto", action="store_true", help="every trial of the Pareto front (feasible only)")
+    pick.add_argument("--best-under", metavar="BUDGET", help="most accurate feasible trial within e.g. 5ms, 150MFLOPs")
+    e.add_argument("--format", default="json,onnx,torchscript,pt",
+                   help="comma-separated: json, onnx, torchscript, pt, or all (default: all)")
+    e.add_argument("--out", default="exported", help="output folder (default: ./exported)")
+    e.add_argument("--num-classes", type=int, default=1000, help="classifier outputs (default 1000)")
+    e.add_argument("--in-channels", type=int, default=3, help="input image channels (default 3)")
+    e.add_argument("--stem", choices=["imagenet", "cifar"], default="imagenet", help="stem kind (default imagenet)")
+    e.add_argument("--weights", help="a .pt checkpoint of the same config (e.g. `nas train`'s model.pt) to export")
+    e.add_argument("--table", help="latency table to predict from when the source has no predicted latency")
+    e.add_argument("--opset", type=int, default=None, help="ONNX opset (default 13)")
+    e.add_argument("--no-measure", action="store_true", help="skip timing the ONNX model on this machine")
+    e.add_argument("--seed", type=int, default=0, help="seeds the weight initialisation (default 0)")
+    e.add_argument("--json", action="store_true", help="print one JSON object")
+    e.set_defaults(func=cmd_export)
+
+    t = sub.add_parser(
+        "train", help="train an exported architecture to completion (checkpoint each epoch, resumable)",
+        description="Full training. Re-running with the same --out continues from its last checkpoint "
+                    "(resume is implied; --restart discards it).")
+    t.add_argument("config", help="architecture config JSON file (plain or exported) or a preset name")
+    t.add_argument("--data", default="bundled",
+                   help="bundled (default), fashion-mnist[:DIR], cifar10:DIR, cifar100:DIR or folder:DIR")
+    t.add_argument("--epochs", type=int, required=True, help="passes over the training images")
+    t.add_argument("--out", default=None, help="run folder (default: runs/train-<config name>)")
+    t.add_argument("--resolution", type=int, default=None, help="input size in pixels (default: the config's)")
+    t.add_argument("--batch-size", type=int, default=128)
+    t.add_argument("--lr", type=float, default=0.1, help="peak learning rate (SGD Nesterov, cosine; default 0.1)")
+    t.add_argument("--weight-decay", type=float, default=4e-5)
+    t.add_argument("--warmup-epochs", type=float, default=1.0)
+    t.add_argument("--label-smoothing", type=float, default=0.0)
+    t.add_argument("--stem", choices=["imagenet", "cifar"], default="imagenet")
+    t.add_argument("--val-size", type=float, default=0.1,
+                   help="validation images from the train split: a count (>= 1) or a fraction (default 0.1)")
+    t.add_argument("--train-size", type=int, default=None, help="use only N training images (stratified)")
+    t.add_argument("--no-augment", action="store_true", help="no random horizontal flips")
+    t.add_argument("--seed", type=int, default=0)
+    t.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
+    t.add_argument("--device", default="cpu", help="cpu (default) or cuda[:N]")
+    t.add_argument("--restart", action="store_true", help="discard a checkpoint in --out and start over")
+    t.add_argument("--json", action="store_true", help="print one JSON object")
+    t.set_defaults(func=cmd_train)
+
+
+# ----------------------------------------------------------------------------------------- export
+def open_study(*, study: str, storage: str | None) -> Any:
+    """Open an existing study read-only-style (nothing is created). Uses ``nas.search.open_study`` when present.
+
+    Raises:
+        StorageError: the storage is unreachable, or the study does not exist in it.
+    """
+    try:
+        from nas import search as _search  # the search module owns storage defaults and error mapping
+    except ImportError:
+        _search = None
+    if _search is not None and hasattr(_search, "open_study"):
+        kwargs: dict[str, Any] = {"study": study, "storage": storage}
+        import inspect
+
+        if "out_dir" in inspect.signature(_search.open_study).parameters:
+            kwargs["out_dir"] = None
+        return _search.open_study(**kwargs)
+    if not storage:
+        raise UsageError("--storage URL is required (e.g. sqlite:///runs/search.db)")
+    import optuna
+
+    if storage.startswith("sqlite:///"):
+        path = Path(storage.removeprefix("sqlite:///"))
+        if not path.is_file():  # optuna would silently create an empty database here
+            raise StorageError(f"--storage {storage}: no such database file {path}")
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    try:
+        names = optuna.get_all_study_names(storage=storage)
+    except Exception as e:  # SQLAlchemy and drivers raise many types; one line is enough
+        raise StorageError(f"--storage {storage}: cannot open ({str(e).splitlines()[0][:160]})") from None
+    if study not in names:
+        raise StorageError(f"--study {study!r}: not in {storage} (studies: {', '.join(names) or 'none'})")
+    return optuna.load_study(study_name=study, storage=storage)
+
+
+def _fmt(x: Any, spec: str) -> str:
+    return "-" if x is None else format(x, spec)
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    from nas.export import (ONNX_OPSET, candidate_from_config, candidates_from_study, ensure_writable_dir, export,
+                            parse_formats)
+
+    sources = [args.config is not None, args.preset is not None, args.study is not None]
+    if sum(sources) != 1:
+        raise UsageError("give exactly one source: CONFIG.json, --preset NAME or --study NAME")
+    picked = args.trial is not None or args.pareto or args.best_under is not None
+    if args.study is None and picked:
+        raise UsageError("--trial/--pareto/--best-under select trials of a --study")
+    if args.study is not None and not picked:
+        raise UsageError("--study needs one of --trial N, --pareto, --best-under BUDGET")
+    if args.num_classes < 1 or args.in_channels < 1:
+        raise UsageError("--num-classes and --in-channels must be positive")
+    formats = parse_formats(args.format)  # bad formats and an unwritable --out fail before any slow work
+    ensure_writable_dir(args.out)
+    if args.study is not None:
+        st = open_study(study=args.study, storage=args.storage)
+        candidates = candidates_from_study(st, trial=args.trial, pareto=args.pareto, best_under=args.best_under)
+    else:
+        candidates = [candidate_from_config(args.config if args.config is not None else args.preset)]
+
+    results = []
+    with _status(not args.json) as status:
+        for i, cand in enumerate(candidates, 1):
+            status(f"exporting {cand.name} ({i}/{len(candidates)}): {', '.join(formats)}")
+            results.append(export(cand, out_dir=args.out, formats=formats, num_classes=args.num_classes,
+                                  in_channels=args.in_channels, stem=args.stem, weights=args.weights,
+                                  opset=args.opset or ONNX_OPSET, measure=not args.no_measure, table=args.table,
+                                  seed=args.seed))
+    if args.json:
+        from nas.cli import print_json
+
+        print_json({"out": str(Path(args.out)), "exports": [r.to_dict() for r in results]})
+        return 0
+    from rich.table import Table
+
+    from nas.cli import console
+
+    t = Table(title=f"exported to {args.out}")
+    for col in ("name", "MFLOPs", "params", "accuracy", "predicted ms", "measured ms", "ONNX diff", "files"):
+        t.add_column(col, justify="left" if col in ("name", "files") else "right")
+    for r in results:
+        pv = r.provenance
+        t.add_row(r.name, _fmt(pv.get("mflops"), ".1f"), _fmt(pv.get("params"), ","), _fmt(pv.get("accuracy"), ".3f"),
+                  _fmt(r.predicted_latency_ms, ".2f"), _fmt(r.measured_latency_ms, ".2f"),
+                  _fmt(r.onnx_max_abs_diff, ".1e"), " ".join(Path(f).name for f in r.files.values()))
+    console().print(t)
+    return 0
+
+
+@contextlib.contextmanager
+def _status(enabled: bool) -> Iterator[Any]:
+    if not enabled:
+        yield lambda _msg: None
+        return
+    from nas.cli import err_console
+
+    with err_console().status("exporting") as st:
+        yield st.update
+
+
+# ----------------------------------------------------------------------------------------- train
+def cmd_train(args: argparse.Namespace) -> int:
+    from nas.arch import load_config
+    from nas.train import TrainSettings, train
+
+    cfg = load_config(args.config)
+    if args.val_size <= 0:
+        raise UsageError(f"--val-size {args.val_size:g}: must be positive (a count, or a fraction below 1)")
+    val_size: int | float = args.val_size if args.val_size < 1 else int(args.val_size)
+    settings = TrainSettings(
+        epochs=args.epochs, resolution=args.resolution, stem=args.stem, batch_size=args.batch_size, lr=args.lr,
+        weight_decay=args.weight_decay, warmup_epochs=args.warmup_epochs, label_smoothing=args.label_smoothing,
+        val_size=val_size, train_size=args.train_size, augment=not args.no_augment, threads=args.threads)
+    name = cfg.name or (Path(args.config).name.removesuffix(".json") if Path(args.config).suffix == ".json"
+                        else f"config-{cfg.hash()[:8]}")
+    out = Path(args.out) if args.out else Path("runs") / f"train-{name}"
+    with _train_progress(not args.json) as callback:
+        result = train(cfg, data=args.data, settings=settings, out_dir=out, seed=args.seed, device=args.device,
+                       restart=args.restart, callback=callback)
+    if args.json:
+        from nas.cli import print_json
+
+        print_json(result.to_dict())
+        return 0
+    from nas.cli import console
+
+    c = console()
+    if result.resumed:
+        c.print(f"resumed {out} from its checkpoint: started at epoch {result.started_epoch} of {result.epochs}")
+    test = "n/a (no test split)" if result.test_accuracy is None else f"{result.test_accuracy:.4f}"
+    c.print(f"trained {name}: val accuracy {result.val_accuracy:.4f}, test accuracy {test}, "
+            f"{result.params:,} params, {result.seconds:.1f} s")
+    c.print(f"model: {result.files['model']}   (export it: nas export CONFIG.json --weights {result.files['model']})")
+    return 0
+
+
+@contextlib.contextmanager
+def _train_progress(enabled: bool) -> Iterator[Any]:
+    """Rich progress on stderr: one bar over all steps (ETA), the epoch and last validation accuracy."""
+    if not enabled:
+        yield None
+        return
+    from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn,
+                               TimeRemainingColumn)
+
+    from nas.cli import err_console
+
+    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                  TimeRemainingColumn(), console=err_console(), transient=False) as prog:
+        task: list[Any] = []
+
+        def on_event(ev: dict[str, Any]) -> None:
+            if ev["event"] == "start":
+                done = (ev["first_epoch"] - 1) * ev["steps_per_epoch"]
+                total = ev["epochs"] * ev["steps_per_epoch"]
+                how = f"resumed at epoch {ev['first_epoch']}" if ev["resumed"] else "training"
+                task.append(prog.add_task(how, total=total, completed=done))
+            elif ev["event"] == "step" and task:
+                prog.update(task[0], advance=1, description=f"epoch {ev['epoch']}")
+            elif ev["event"] == "epoch" and task:
+                prog.console.print(f"epoch {ev['epoch']}/{ev['epochs']}: loss {ev['loss']:.4f}, "
+                                   f"val accuracy {ev['val_accuracy']:.4f}, {ev['seconds']:.1f} s")
+
+        yield on_event
