@@ -313,7 +313,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
             "rows": [r.to_dict() for r in rows],
         })
         return 0
-    _print_compare(rows, title, elapsed, args.plot, batch=backend.batch)
+    _print_compare(rows, title, elapsed, args.plot, batch=backend.batch, device=backend.device)
     return 0
 
 
@@ -358,17 +358,19 @@ def _list_refs(args: argparse.Namespace) -> int:
     return 0
 
 
-def _print_compare(rows: list[Any], title: str, elapsed: float, plot: str | None, *, batch: int) -> None:
+def _print_compare(rows: list[Any], title: str, elapsed: float, plot: str | None, *, batch: int,
+                   device: str) -> None:
+    from rich import box
     from rich.table import Table
 
     from nas.cli import console
 
-    t = Table(title=title, title_justify="left")
-    for col, just in (("model", "left"), ("input", "right"), ("MFLOPs", "right"), ("paper MFLOPs", "right"),
-                      ("params", "right"), ("latency ms", "right"), ("± IQR %", "right"), ("images/s", "right"),
-                      ("paper top-1 err %", "right"), ("paper GPU batches/s", "right"),
-                      ("paper ARM images/s", "right")):
-        t.add_column(col, justify=just)
+    # Fits 80 columns: the paper's error column and the other device's speed are in --json only.
+    gpu = device == "gpu"
+    t = Table(title=title, title_justify="left", box=box.SIMPLE_HEAD, padding=(0, 1))
+    t.add_column("model", no_wrap=True)
+    for col in ("MFLOPs", "paper", "params", "ms", "±%", "img/s", "paper GPU b/s" if gpu else "paper ARM img/s"):
+        t.add_column(col, justify="right")
     show_pred = any(r.predicted_latency_ms is not None for r in rows)
     if show_pred:
         t.add_column("table ms", justify="right")
@@ -376,18 +378,22 @@ def _print_compare(rows: list[Any], title: str, elapsed: float, plot: str | None
     for k, i in enumerate(ordered):
         r = rows[i]
         last = k + 1 == len(ordered) or rows[ordered[k + 1]].group_mflops != r.group_mflops
-        name = r.label if r.source == "reference" else f"[bold]{r.name}[/bold] ({r.source})"
-        cells = [name, f"{r.resolution}", f"{r.macs / 1e6:.0f}", _opt(r.paper_mflops, "{:g}"),
-                 f"{r.params / 1e6:.2f}M", f"{r.latency_ms:.2f}", f"{r.spread_pct:.1f}" + (" !" if r.flagged else ""),
-                 f"{r.images_per_s:,.1f}", _opt(r.paper_top1_err, "{:.1f}"), _opt(r.paper_gpu_batches_s, "{:g}"),
-                 _opt(r.paper_arm_images_s, "{:.1f}")]
+        name = r.name + (f"@{r.resolution}" if r.resolution != 224 else "")
+        if r.source != "reference":
+            name = f"[bold]{name}[/bold]"
+        cells = [name, f"{r.macs / 1e6:.0f}", _opt(r.paper_mflops, "{:g}"), f"{r.params / 1e6:.2f}M",
+                 f"{r.latency_ms:.2f}", f"{r.spread_pct:.0f}" + ("!" if r.flagged else ""), f"{r.images_per_s:,.0f}",
+                 _opt(r.paper_gpu_batches_s if gpu else r.paper_arm_images_s, "{:g}")]
         if show_pred:
             cells.append(_opt(r.predicted_latency_ms, "{:.2f}"))
         t.add_row(*cells, end_section=last)
     con = console()
     con.print(t)
-    con.print(f"latency per batch of {batch}; MFLOPs = mult-adds of conv and FC layers; done in {elapsed:.0f} s"
-              + (f"; plot written to {plot}" if plot else ""))
+    con.print(f"ms per batch of {batch}; MFLOPs = mult-adds (conv + FC); paper = Table 8's; ±% = IQR, ! = noisy; "
+              f"{elapsed:.0f} s" + (f"; plot: {plot}" if plot else ""))
+    for r in rows:
+        if r.source != "reference":
+            con.print(f"  {r.name}: {r.source}")
 
 
 def _opt(x: float | None, fmt: str) -> str:

@@ -161,7 +161,7 @@ def test_cli_compare_quick_with_exported_config(tmp_path, capsys):
 @pytest.mark.parametrize("argv", [
     ["guidelines", "--device", "tpu"],
     ["guidelines", "--quick", "--only", "G7"],
-    ["guidelines", "--quick", "--remote", "127.0.0.1:1"],  # nothing listens on port 1
+    ["guidelines", "--quick", "--remote", "127.0.0.1:1"],  # no agent token given
     ["compare", "--device", "tpu"],
     ["compare", "--budget", "5ms"],
     ["compare", "--budget", "5MFLOPs"],
@@ -223,3 +223,35 @@ def test_cli_compare_with_table_adds_its_prediction(tmp_path, capsys):
     assert out["table"]["identity"]["device"] == "cpu"
     # the table fixes the device: another device with it is a usage error
     assert main(["compare", "--quick", "--table", str(table_path), "--device", "gpu"]) == 2
+
+
+def test_cli_guidelines_through_a_board_agent(capsys):
+    """`--remote` goes through the real agent protocol (an in-process `nas agent` on loopback)."""
+    import io
+    import threading
+
+    from nas.agent import make_server
+
+    token = "study-test-token-0123456789abcdef"
+    server = make_server(port=0, token=token, log=io.StringIO())
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        rc = main(["guidelines", "--quick", "--only", "G4", "--remote", f"127.0.0.1:{server.port}",
+                   "--token", token, "--json"])
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(timeout=10)
+    assert rc == 0
+    out = json.loads(capsys.readouterr().out)
+    assert [g["id"] for g in out["guidelines"]] == ["G4"]
+    assert all(v["latency_ms"] > 0 for v in out["guidelines"][0]["variants"])
+    assert server.stats["measurements"] >= 1  # measured on the agent, not here
+
+
+def test_cli_unreachable_agent_is_one_line_exit_2(capsys):
+    # Nothing listens on port 1; the remote backend retries with backoff (about 16 s) before giving up.
+    assert main(["guidelines", "--quick", "--remote", "127.0.0.1:1", "--token", "x" * 32]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1
