@@ -25,6 +25,7 @@ COMMAND_MODULES = [
     "nas.cli_table",
     "nas.cli_agent",
     "nas.cli_export",
+    "nas.cli_proxy",
 ]
 
 
