@@ -16,8 +16,11 @@ idempotent, so a dropped connection is retried whole.
 Protocol (``PROTOCOL``), every request with ``Authorization: Bearer <token>``:
 
 * ``GET /v1/identity?device=arm&threads=1&batch=1`` -> ``{"identity", "limits", "stats", "protocol"}``
-* ``POST /v1/measure`` with header ``X-Nas-Measure: {"input_shape": [N, C, H, W], "settings": {...},
-  "threads": 1, "device": "arm"}`` and the ONNX bytes as body -> ``{"measurement": {...}, "seconds", "waited_s"}``
+* ``POST /v1/measure`` with header ``X-Nas-Measure: {"models": [{"input_shape": [N, C, H, W], "bytes": n}, ...],
+  "settings": {...}, "threads": 1, "device": "arm"}`` and the models' ONNX bytes, concatenated in that order, as
+  the body -> ``{"measurements": [{...}, ...], "seconds", "waited_s"}``. Several models are timed in
+  interleaved rounds (:meth:`~nas.backends.base.Backend.measure_many`): the table builder pairs every block
+  with its reference probe this way, on the board as on the host.
 * errors: ``{"error": "<one line>"}`` with 400 (bad request, refused model), 401 (token), 411/413 (size),
   422 (the model did not run, or ran past the time cap), 503 (busy: retry later).
 
@@ -74,6 +77,7 @@ ARM_ARCHES = ("aarch64", "arm64", "armv8l", "armv7l")
 MIN_TOKEN_CHARS = 16  # a shorter shared secret is guessable
 MAX_RETRIES = 5  # MeasureSettings.retries cap: each retry re-runs every timed round
 MAX_ROUNDS = 100
+MAX_MODELS = 8  # models per request (the table sends 2: the reference probe and a block)
 MAX_INPUT_ELEMENTS = 1 << 26  # 64 M floats = 256 MiB of input: far beyond any image batch, short of exhausting a board
 MAX_CONNECTIONS = 8  # concurrent connections; more are answered 503 at once (no unbounded thread growth)
 SOCKET_TIMEOUT_S = 60.0  # a client that stops sending mid-request is dropped after this long without data
@@ -197,12 +201,26 @@ def agent_identity(*, device: str, threads: int, batch: int, label: str | None =
 # --------------------------------------------------------------------------- request checks
 @dataclass(frozen=True)
 class MeasureRequest:
-    """A checked measurement request (everything but the model bytes)."""
+    """A checked measurement request (everything but the model bytes).
 
-    input_shape: tuple[int, int, int, int]
+    Attributes:
+        input_shapes: one full ``(N, C, H, W)`` shape per model.
+        sizes: each model's length in bytes, in body order.
+    """
+
+    input_shapes: tuple[tuple[int, int, int, int], ...]
+    sizes: tuple[int, ...]
     settings: MeasureSettings
     threads: int
     device: str
+
+    def split(self, body: bytes) -> list[bytes]:
+        """The body cut into one ONNX model per entry of ``sizes``."""
+        out, at = [], 0
+        for n in self.sizes:
+            out.append(body[at:at + n])
+            at += n
+        return out
 
 
 _SETTING_TYPES: dict[str, tuple[type, ...]] = {
@@ -229,21 +247,41 @@ def _check_device_threads(device: Any, threads: Any, batch: Any = 1, *, measurin
     return device, threads, batch
 
 
-def parse_request(meta: Any, *, limits: AgentLimits) -> MeasureRequest:
+def _check_shape(shape: Any, where: str) -> tuple[int, int, int, int]:
+    if (not isinstance(shape, list) or len(shape) != 4
+            or not all(type(s) is int and 1 <= s <= 65536 for s in shape)):  # noqa: E721
+        raise AgentError(f"{where}.input_shape={shape!r}: expected [N, C, H, W], each an integer in 1..65536")
+    elements = shape[0] * shape[1] * shape[2] * shape[3]
+    if elements > MAX_INPUT_ELEMENTS:
+        raise AgentError(f"{where}.input_shape={shape}: {elements} elements, the agent accepts at most "
+                         f"{MAX_INPUT_ELEMENTS}")
+    return shape[0], shape[1], shape[2], shape[3]
+
+
+def parse_request(meta: Any, *, limits: AgentLimits, content_length: int | None = None) -> MeasureRequest:
     """Check the JSON metadata of a measurement request against the agent's limits.
+
+    Args:
+        meta: the decoded ``X-Nas-Measure`` header.
+        limits: the agent's caps.
+        content_length: the body's declared length; the models' sizes must add up to it.
 
     Raises:
         AgentError: a field is missing, of the wrong type, or beyond a limit (the message names it).
     """
     if not isinstance(meta, dict):
         raise AgentError(f"{MEASURE_HEADER}: expected a JSON object")
-    shape = meta.get("input_shape")
-    if (not isinstance(shape, list) or len(shape) != 4
-            or not all(type(s) is int and 1 <= s <= 65536 for s in shape)):  # noqa: E721
-        raise AgentError(f"input_shape={shape!r}: expected [N, C, H, W], each an integer in 1..65536")
-    elements = shape[0] * shape[1] * shape[2] * shape[3]
-    if elements > MAX_INPUT_ELEMENTS:
-        raise AgentError(f"input_shape={shape}: {elements} elements, the agent accepts at most {MAX_INPUT_ELEMENTS}")
+    models = meta.get("models")
+    if not isinstance(models, list) or not 1 <= len(models) <= MAX_MODELS:
+        raise AgentError(f"models: expected a list of 1..{MAX_MODELS} {{input_shape, bytes}} objects")
+    shapes, sizes = [], []
+    for i, m in enumerate(models):
+        if not isinstance(m, dict) or type(m.get("bytes")) is not int or m["bytes"] < 1:  # noqa: E721
+            raise AgentError(f"models[{i}]: expected {{\"input_shape\": [N, C, H, W], \"bytes\": n >= 1}}")
+        shapes.append(_check_shape(m.get("input_shape"), f"models[{i}]"))
+        sizes.append(m["bytes"])
+    if content_length is not None and sum(sizes) != content_length:
+        raise AgentError(f"models: sizes add up to {sum(sizes)} bytes, Content-Length is {content_length}")
     device, threads, _ = _check_device_threads(meta.get("device", "cpu"), meta.get("threads", 1))
     raw = meta.get("settings") or {}
     if not isinstance(raw, dict):
@@ -267,7 +305,7 @@ def parse_request(meta: Any, *, limits: AgentLimits) -> MeasureRequest:
     if settings.min_time_s > limits.max_seconds:
         raise AgentError(f"settings.min_time_s={settings.min_time_s}: beyond this agent's --max-seconds "
                          f"{limits.max_seconds:g}")
-    return MeasureRequest(input_shape=(shape[0], shape[1], shape[2], shape[3]), settings=settings, threads=threads,
+    return MeasureRequest(input_shapes=tuple(shapes), sizes=tuple(sizes), settings=settings, threads=threads,
                           device=device)
 
 
@@ -353,9 +391,8 @@ class _DeadlineRunner:
             if time.monotonic() > self.deadline:
                 raise AgentError(f"measurement ran past this agent's --max-seconds {self.max_seconds:g}; ask for "
                                  "fewer repeats or a shorter min_time_s")
-            chunk = n - len(out)
-            if self.per_run_s > 0:
-                chunk = max(1, min(chunk, int(CHECK_INTERVAL_S / self.per_run_s)))
+            # One run first (a model may take seconds), then chunks of about CHECK_INTERVAL_S.
+            chunk = 1 if self.per_run_s <= 0 else max(1, min(n - len(out), int(CHECK_INTERVAL_S / self.per_run_s)))
             t0 = time.monotonic()
             out.extend(self.inner.run(chunk))
             self.per_run_s = max((time.monotonic() - t0) / chunk, 1e-7)
@@ -379,20 +416,27 @@ class _CappedOrtBackend(OnnxRuntimeBackend):
                                self.max_seconds)
 
 
-def measure_request(onnx_bytes: bytes, request: MeasureRequest, *, limits: AgentLimits) -> Measurement:
-    """Check and time one model on this machine (what ``POST /v1/measure`` does under the lock).
+def measure_request(models: Sequence[bytes], request: MeasureRequest, *, limits: AgentLimits) -> list[Measurement]:
+    """Check and time models on this machine (what ``POST /v1/measure`` does under the lock).
 
-    Runs the onnxruntime CPU backend's protocol (as :func:`nas.backends.onnxruntime.measure_onnx_bytes`),
-    stopped if it passes ``limits.max_seconds``.
+    Runs the onnxruntime CPU backend's protocol (as :func:`nas.backends.onnxruntime.measure_onnx_bytes`; several
+    models in interleaved rounds, as ``measure_many``), stopped if it passes ``limits.max_seconds``.
 
     Raises:
-        AgentError: the model fails :func:`check_onnx`, or the time cap was reached.
-        MeasurementError: onnxruntime could not load or run the model.
+        AgentError: a model fails :func:`check_onnx`, or the time cap was reached.
+        MeasurementError: onnxruntime could not load or run a model.
     """
-    check_onnx(onnx_bytes, input_shape=request.input_shape)
-    backend = _CappedOrtBackend(device=request.device, threads=request.threads, batch=request.input_shape[0],
+    if len(models) != len(request.input_shapes):
+        raise AgentError(f"{len(models)} models for {len(request.input_shapes)} input shapes")
+    for i, (onnx_bytes, shape) in enumerate(zip(models, request.input_shapes)):
+        try:
+            check_onnx(onnx_bytes, input_shape=shape)
+        except AgentError as e:
+            raise AgentError(f"models[{i}]: {e}" if len(models) > 1 else str(e)) from None
+    backend = _CappedOrtBackend(device=request.device, threads=request.threads, batch=request.input_shapes[0][0],
                                 deadline=time.monotonic() + limits.max_seconds, max_seconds=limits.max_seconds)
-    return backend.measure(bytes(onnx_bytes), input_shape=request.input_shape, settings=request.settings)
+    return backend.measure_many([bytes(m) for m in models], input_shapes=list(request.input_shapes),
+                                settings=request.settings)
 
 
 # --------------------------------------------------------------------------- the server
@@ -501,6 +545,23 @@ class _Handler(BaseHTTPRequestHandler):
             self.server.say(f"internal error: {type(e).__name__}: {e}")
             self._send(500, {"error": f"agent internal error: {type(e).__name__}: {str(e).splitlines()[0][:200]}"})
 
+    def _read_body(self, length: int) -> bytes:
+        """``length`` bytes within ``max_seconds`` in all (a client trickling its body cannot hold the lock)."""
+        deadline = time.monotonic() + self.server.limits.max_seconds
+        parts, got = [], 0
+        while got < length:  # bounded: each pass reads >= 1 byte, or raises on timeout / end of stream
+            if time.monotonic() > deadline:
+                raise _Refused(408, f"body not received within --max-seconds {self.server.limits.max_seconds:g}")
+            try:
+                part = self.rfile.read1(min(length - got, 1 << 20))
+            except (TimeoutError, OSError):
+                part = b""
+            if not part:
+                raise _Refused(400, f"body ended after {got} of {length} bytes")
+            parts.append(part)
+            got += len(part)
+        return b"".join(parts)
+
     # -- endpoints
     def do_GET(self) -> None:  # noqa: N802 - http.server's naming
         self._dispatch(self._get)
@@ -543,7 +604,7 @@ class _Handler(BaseHTTPRequestHandler):
             meta = json.loads(self.headers.get(MEASURE_HEADER) or "null")
         except json.JSONDecodeError:
             raise _Refused(400, f"{MEASURE_HEADER}: not JSON") from None
-        request = parse_request(meta, limits=self.server.limits)
+        request = parse_request(meta, limits=self.server.limits, content_length=length)
         t_wait = time.monotonic()
         # Wait for the measurement in progress (at most one measurement's time cap), then read the body:
         # neither an upload nor a second model runs while a measurement is timed.
@@ -551,19 +612,18 @@ class _Handler(BaseHTTPRequestHandler):
             raise _Refused(503, "agent busy: another measurement held it past --max-seconds; retry later")
         try:
             waited = time.monotonic() - t_wait
-            body = self.rfile.read(length)
-            if len(body) != length:
-                raise _Refused(400, f"body ended after {len(body)} of {length} bytes")
+            body = self._read_body(length)
             t0 = time.monotonic()
-            m = measure_request(body, request, limits=self.server.limits)
+            ms = measure_request(request.split(body), request, limits=self.server.limits)
             seconds = time.monotonic() - t0
             self.server.count("measurements")
         finally:
             self.server.measure_lock.release()
-        n, c, h, w = request.input_shape
-        self.server.say(f"measured {n}x{c}x{h}x{w} ({length / 1024:.0f} kB): {m.median_ms:.4f} ms median, "
-                        f"n={m.n}, spread {m.spread_pct:.1f} %, {seconds:.1f} s")
-        self._send(200, {"measurement": m.to_dict(), "seconds": round(seconds, 3), "waited_s": round(waited, 3)})
+        shown = ", ".join(f"{'x'.join(map(str, s))} {m.median_ms:.4f} ms (n={m.n}, spread {m.spread_pct:.1f} %)"
+                          for s, m in zip(request.input_shapes, ms))
+        self.server.say(f"measured {shown}; {length / 1024:.0f} kB, {seconds:.1f} s")
+        self._send(200, {"measurements": [m.to_dict() for m in ms], "seconds": round(seconds, 3),
+                         "waited_s": round(waited, 3)})
 
 
 def make_server(*, host: str = "127.0.0.1", port: int = DEFAULT_PORT, token: str, limits: AgentLimits | None = None,

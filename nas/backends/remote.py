@@ -180,20 +180,37 @@ def request_identity(remote: str, *, token: str | None, device: str = "cpu", thr
     return _request(parse_address(remote), "GET", q, token=token, timeout_s=timeout_s, retries=retries)
 
 
-def request_measure(remote: str, onnx: bytes, *, token: str | None, input_shape: Sequence[int],
-                    settings: MeasureSettings | dict[str, Any], threads: int = 1, device: str = "cpu",
-                    timeout_s: float = 300.0, retries: int = RETRIES, on_retry: Any = None) -> dict[str, Any]:
+def _measure_body(models: Sequence[bytes], input_shapes: Sequence[Sequence[int]],
+                  settings: MeasureSettings | dict[str, Any], threads: int, device: str) -> tuple[bytes, dict[str, str]]:
+    meta = {"models": [{"input_shape": [int(x) for x in s], "bytes": len(m)} for m, s in zip(models, input_shapes)],
+            "threads": threads, "device": device,
+            "settings": settings.to_dict() if isinstance(settings, MeasureSettings) else settings}
+    headers = {"Content-Type": "application/octet-stream", "X-Nas-Measure": json.dumps(meta)}
+    return b"".join(bytes(m) for m in models), headers
+
+
+def request_measure(remote: str, models: "bytes | Sequence[bytes]", *, token: str | None,
+                    input_shapes: Sequence[Sequence[int]], settings: MeasureSettings | dict[str, Any],
+                    threads: int = 1, device: str = "cpu", timeout_s: float = 300.0,
+                    retries: int = RETRIES) -> dict[str, Any]:
     """``POST /v1/measure`` as is, without the client-side checks of :class:`RemoteBackend` (which the agent
-    repeats anyway). Returns ``{"measurement": {...}, "seconds", "waited_s"}``.
+    repeats anyway).
+
+    Args:
+        remote: ``HOST:PORT``.
+        models: ONNX bytes, or several (timed in interleaved rounds).
+        input_shapes: one full ``(N, C, H, W)`` shape per model.
+
+    Returns:
+        ``{"measurements": [{...}, ...], "seconds", "waited_s"}``.
 
     Raises:
         AgentError: refused (the agent's reason), unreachable, or hung.
     """
-    meta = {"input_shape": [int(s) for s in input_shape], "threads": threads, "device": device,
-            "settings": settings.to_dict() if isinstance(settings, MeasureSettings) else settings}
-    headers = {"Content-Type": "application/octet-stream", "X-Nas-Measure": json.dumps(meta)}
-    return _request(parse_address(remote), "POST", "/v1/measure", token=token, body=bytes(onnx), headers=headers,
-                    timeout_s=timeout_s, retries=retries, on_retry=on_retry)
+    models = [models] if isinstance(models, (bytes, bytearray)) else list(models)
+    body, headers = _measure_body(models, input_shapes, settings, threads, device)
+    return _request(parse_address(remote), "POST", "/v1/measure", token=token, body=body, headers=headers,
+                    timeout_s=timeout_s, retries=retries)
 
 
 # --------------------------------------------------------------------------- the backend
@@ -274,6 +291,14 @@ class RemoteBackend(Backend):
         """The agent's current ``{"identity", "limits", "stats", "protocol"}`` (a fresh request)."""
         return self._identity_request()
 
+    def portable(self, model: "nn.Module | bytes", *, input_shape: Sequence[int]) -> bytes:
+        """ONNX bytes (exported here once; the table sends its reference probe with every block)."""
+        from nas.backends.onnxruntime import export_onnx
+
+        if isinstance(model, (bytes, bytearray)):
+            return bytes(model)
+        return export_onnx(model, input_shape=self.full_shape(input_shape))
+
     def measure(self, model: "nn.Module | bytes", *, input_shape: Sequence[int],
                 settings: MeasureSettings | None = None) -> Measurement:
         """Export ``model`` here (unless it is ONNX bytes already), time it on the agent.
@@ -283,33 +308,47 @@ class RemoteBackend(Backend):
                 after the retries, hung, or the agent now reports another machine.
             MeasurementError: the export failed.
         """
-        from nas.backends.onnxruntime import export_onnx
+        return self.measure_many([model], input_shapes=[input_shape], settings=settings)[0]
 
+    def measure_many(self, models: Sequence["nn.Module | bytes"], *, input_shapes: Sequence[Sequence[int]],
+                     settings: MeasureSettings | None = None) -> list[Measurement]:
+        """Time several models on the agent in interleaved rounds, in one request (see
+        :meth:`Backend.measure_many`): the pairing of each round happens on the board.
+
+        Raises:
+            AgentError: as :meth:`measure`.
+            MeasurementError: an export failed.
+        """
         settings = settings or MeasureSettings()
-        shape = self.full_shape(input_shape)
-        onnx = bytes(model) if isinstance(model, (bytes, bytearray)) else export_onnx(model, input_shape=shape)
+        if len(models) != len(input_shapes):
+            raise UsageError("measure_many: one input shape per model is required")
+        shapes = [self.full_shape(s) for s in input_shapes]
+        onnx = [self.portable(m, input_shape=s) for m, s in zip(models, shapes)]
+        size = sum(len(b) for b in onnx)
         cap = int(self.limits.get("max_request_bytes", 0)) or None
-        if cap is not None and len(onnx) > cap:
-            raise AgentError(f"agent {self.remote}: model is {len(onnx) / 2**20:.1f} MiB, the agent accepts at most "
-                             f"{cap / 2**20:.1f} MiB; restart it with a larger --max-request-mb")
+        if cap is not None and size > cap:
+            raise AgentError(f"agent {self.remote}: the request is {size / 2**20:.1f} MiB of ONNX, the agent accepts "
+                             f"at most {cap / 2**20:.1f} MiB; restart it with a larger --max-request-mb")
         max_rep = int(self.limits.get("max_repeats", 0)) or None
         if max_rep is not None and max(settings.max_repeats, settings.warmup) > max_rep:
             raise AgentError(f"agent {self.remote}: settings ask for {max(settings.max_repeats, settings.warmup)} runs, "
                              f"the agent allows {max_rep}; restart it with a larger --max-repeats")
         dropped: list[int] = []
-        meta = {"input_shape": list(shape), "threads": self.threads, "device": self.device,
-                "settings": settings.to_dict()}
-        headers = {"Content-Type": "application/octet-stream", "X-Nas-Measure": json.dumps(meta)}
-        answer = _request(self.address, "POST", "/v1/measure", token=self.token, body=onnx, headers=headers,
+        body, headers = _measure_body(onnx, shapes, settings, self.threads, self.device)
+        answer = _request(self.address, "POST", "/v1/measure", token=self.token, body=body, headers=headers,
                           timeout_s=self.timeout_s, retries=self.retries, backoff_s=self.backoff_s,
                           connect_timeout_s=self.connect_timeout_s, on_retry=lambda a, why: dropped.append(a))
         if dropped:  # the connection dropped: is the same machine still behind this address?
             self._check_same_agent()
         try:
-            return Measurement.from_dict(answer["measurement"])
+            out = [Measurement.from_dict(d) for d in answer["measurements"]]
         except (KeyError, TypeError, ValueError) as e:
             raise AgentError(f"agent {self.remote}: malformed answer ({type(e).__name__}); update nas on the board"
                              ) from None
+        if len(out) != len(onnx):
+            raise AgentError(f"agent {self.remote}: {len(out)} measurements for {len(onnx)} models; update nas on "
+                             "the board")
+        return out
 
     def _check_same_agent(self) -> None:
         from nas.table import IDENTITY_KEYS
