@@ -12,7 +12,7 @@ ShuffleNetV1 g=3) and :func:`run_compare` measures them end to end.
 ``torch.utils.flop_counter.FlopCounterMode`` counts divided by two (cross-checked in the tests).
 
 Benchmark designs (the paper's appendix; input 56x56, channel counts of the paper's "x1" GPU column,
-multiplied by ``scale``; each network's MACs within 2 % of its experiment's first variant):
+multiplied by ``scale``; the networks of one experiment have MACs within 2 % of each other):
 
 * G1: 10 blocks of two 1x1 convs, c1 -> c2 -> c1, ratios 1:1, 1:2, 1:6, 1:12; c1 = round(c/sqrt(r)).
 * G2: 10 1x1 group convs c -> c with g = 1, 2, 4, 8; c = sqrt(g) * c1, rounded to a multiple of g.
@@ -33,7 +33,6 @@ from __future__ import annotations
 import itertools
 import math
 import statistics
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Literal, Sequence

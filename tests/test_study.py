@@ -146,13 +146,13 @@ def test_cli_compare_quick_with_exported_config(tmp_path, capsys):
     exported = tmp_path / "found.json"  # the export format: config + provenance
     exported.write_text(json.dumps({"config": cfg.to_dict(), "provenance": {"trial": 3}}))
     png = tmp_path / "c.png"
-    rc = main(["compare", "--quick", "--only", "mobilenetv1-0.25,shufflenetv1-g3-0.5x", str(exported),
+    rc = main(["compare", "--quick", "--only", "mobilenetv1-0.25", str(exported),
                "--json", "--plot", str(png)])
     assert rc == 0
     rows = json.loads(capsys.readouterr().out)["rows"]
-    assert [r["name"] for r in rows][:2] == ["mobilenetv1-0.25", "shufflenetv1-g3-0.5x"]
-    assert rows[2]["source"] == str(exported) and rows[2]["resolution"] == 96
-    assert rows[2]["macs"] == nas.count_macs(cfg).macs
+    assert rows[0]["name"] == "mobilenetv1-0.25" and rows[0]["paper_mflops"] == 41
+    assert rows[1]["source"] == str(exported) and rows[1]["resolution"] == 96
+    assert rows[1]["macs"] == nas.count_macs(cfg).macs
     for r in rows:
         assert r["latency_ms"] > 0 and r["images_per_s"] > 0 and r["params"] > 0
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
