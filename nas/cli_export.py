@@ -147,14 +147,14 @@ def cmd_export(args: argparse.Namespace) -> int:
 
     from nas.cli import console
 
-    t = Table(title=f"exported to {args.out}")
-    for col in ("name", "MFLOPs", "params", "accuracy", "predicted ms", "measured ms", "ONNX diff", "files"):
-        t.add_column(col, justify="left" if col in ("name", "files") else "right")
+    t = Table(title=f"exported to {args.out}/ ({', '.join(formats)})")
+    for col in ("name", "MFLOPs", "params", "acc", "pred ms", "meas ms", "ONNX diff"):
+        t.add_column(col, justify="left" if col == "name" else "right")
     for r in results:
         pv = r.provenance
-        t.add_row(r.name, _fmt(pv.get("mflops"), ".1f"), _fmt(pv.get("params"), ","), _fmt(pv.get("accuracy"), ".3f"),
-                  _fmt(r.predicted_latency_ms, ".2f"), _fmt(r.measured_latency_ms, ".2f"),
-                  _fmt(r.onnx_max_abs_diff, ".1e"), " ".join(Path(f).name for f in r.files.values()))
+        t.add_row(r.name, _fmt(pv.get("mflops"), ".3g"), _fmt(pv.get("params"), ","), _fmt(pv.get("accuracy"), ".3f"),
+                  _fmt(r.predicted_latency_ms, ".3g"), _fmt(r.measured_latency_ms, ".3g"),
+                  _fmt(r.onnx_max_abs_diff, ".0e"))
     console().print(t)
     return 0
 
