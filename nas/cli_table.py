@@ -31,9 +31,10 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     b.add_argument("--limit", type=int, default=None, help="measure at most N missing entries this run (tests)")
     b.add_argument("--calibration-nets", type=int, default=8,
                    help="whole networks timed to calibrate the block sum (default 8; 0 = none)")
-    b.add_argument("--rescale", choices=["window", "paired", "none"], default="window",
-                   help="how times are put on the build's reference speed: running median of the reference probe "
-                        "(window, default), each measurement's own probe ratio (paired), or raw (none)")
+    b.add_argument("--rescale", choices=["paired", "window", "none"], default="paired",
+                   help="how times are put on the build's reference speed: each measurement's own ratio to the "
+                        "reference probe timed in the same rounds (paired, default), the probe's running median "
+                        "(window), or raw times (none)")
     b.add_argument("--runtime", default=None, help="a registered backend name instead of the device's default "
                                                      "(e.g. onnxruntime-cuda)")
     b.add_argument("--remote", default=None, help="HOST:PORT of a board agent (`nas agent`) to measure on")

@@ -11,12 +11,13 @@ never measures and takes microseconds. How it tracks the whole network (see ``ME
 2. *CPU time of the measuring thread* is the clock at ``threads=1``: preemption by other processes is not
    counted, so a busy machine inflates a 40 ms network no more than a 0.4 ms block.
 3. *Machine speed drift* is tracked by a fixed reference probe network timed in interleaved rounds with
-   every block and every whole network (so each measurement carries the probe's time at that moment).
-   Times are rescaled to the build's median probe time (``rescale``): ``window`` (default) divides by the
-   probe's running median over +-``window_s``, which follows drift over minutes without adding the
-   probe's own noise; ``paired`` uses each measurement's own block/probe ratio; ``none`` keeps raw times.
-   Validation rescales its measurements the same way, so a table built on a fast afternoon validates
-   against a slow morning; the rescale factor is reported as drift beside every error figure.
+   every block and every whole network, so each measurement carries the probe's time at that moment.
+   Times are put on the build's median probe time (``rescale``): ``paired`` (default) uses each
+   measurement's own median over rounds of (block / probe) times, which cancels bursts of load from
+   other processes as well as slow drift; ``window`` divides by the probe's running median over
+   +-``window_s``; ``none`` keeps raw times. Validation rescales its networks the same way, so a table built
+   on a fast afternoon validates against a slow morning; the probe's change is reported as drift beside
+   every error figure.
 4. *Calibration*: a few whole networks (the paper presets in the space, then seeded random draws) are
    timed end to end; of "none", "scale" (``a * sum``) and "affine" (``a * sum + b * (blocks - 1)``, the
    per-call overhead and cross-block effects), the model with the lowest leave-one-out error is kept.
@@ -72,14 +73,18 @@ IDENTITY_KEYS = ("device", "backend", "cpu_model", "arch", "runtime", "runtime_v
                  "batch", "gpu_model")
 DEFAULT_TABLE = "shufflenetv2_cpu_x86_64_t1_b1_r224.json"  # shipped table of the default space
 
-# Blocks: >= 0.1 s of timed runs (>= 20 runs) each, and as much for the probe interleaved with them.
-BLOCK_SETTINGS = MeasureSettings(warmup=10, min_repeats=20, max_repeats=400, min_time_s=0.1, rounds=5)
+# Blocks: >= 0.1 s of timed runs (>= 20 runs) each, and as much for the probe, in 10 interleaved rounds (the
+# block/probe ratio is taken per round, so a burst of load from other processes hits both sides of a ratio).
+# One retry only: on a busy machine a retry is as noisy as the first try and doubles the build time.
+BLOCK_SETTINGS = MeasureSettings(warmup=10, min_repeats=20, max_repeats=400, min_time_s=0.1, rounds=10, rewarm=1,
+                                 max_spread_pct=10.0, retries=1)
 # Whole networks (calibration, validation): 3-300 ms each; >= 10 runs and >= 0.5 s.
-NETWORK_SETTINGS = MeasureSettings(warmup=5, min_repeats=10, max_repeats=200, min_time_s=0.5, rounds=5, retries=1)
+NETWORK_SETTINGS = MeasureSettings(warmup=5, min_repeats=10, max_repeats=200, min_time_s=0.5, rounds=10, rewarm=1,
+                                   max_spread_pct=10.0, retries=1)
 PROBE_ID = "probe/1: conv3x3s2 3-24, 1x1 24-64, dw3x3 64, 1x1 64-128, dw3x3s2 128, 1x1 128-128 (BN+ReLU each), 3x64x64"
 PROBE_SHAPE = (3, 64, 64)
 PROBE_WINDOW_S = 60.0  # running median of probe times within +-60 s: follows drift, averages probe noise
-RESCALE_MODES = ("window", "paired", "none")
+RESCALE_MODES = ("paired", "window", "none")
 CALIBRATION_SEED = 7919  # calibration draws differ from validate-table's default seed 0
 METHOD = (
     "whole units (split+branches+concat+shuffle) each exported alone (torch.onnx dynamo=False) and timed "
@@ -285,7 +290,7 @@ class LatencyTable:
     # -- derived values (precomputed once so predict is a few dict lookups)
     @property
     def rescale(self) -> str:
-        return str(self.probe.get("rescale", "window"))
+        return str(self.probe.get("rescale", "paired"))
 
     @property
     def window_s(self) -> float:
@@ -560,7 +565,7 @@ def build_table(space: "SearchSpace", backend: "Backend", *, resolution: int | N
                 out: "str | Path | None" = None, resume: bool = True, progress: Progress | None = None,
                 num_classes: int = 1000, settings: MeasureSettings | None = None,
                 network_settings: MeasureSettings | None = None, limit: int | None = None,
-                calibration_nets: int = 8, seed: int = CALIBRATION_SEED, rescale: str = "window") -> LatencyTable:
+                calibration_nets: int = 8, seed: int = CALIBRATION_SEED, rescale: str = "paired") -> LatencyTable:
     """Measure every block of ``space`` at ``resolution`` on ``backend``, then calibrate.
 
     Args:
