@@ -67,12 +67,14 @@ def _settings(args: argparse.Namespace):
 
 
 def cmd_proxy_train(args: argparse.Namespace) -> int:
+    from nas.data import load_data
     from nas.proxy import proxy_train
 
     cfg = _config(args)
     settings = _settings(args)
+    data = load_data(args.data, image_size=settings.resolution)  # errors surface before the progress bar
     if args.json:
-        result = proxy_train(cfg, data=args.data, settings=settings, seed=args.seed, device=args.device)
+        result = proxy_train(cfg, data=data, settings=settings, seed=args.seed, device=args.device)
     else:
         from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
@@ -90,7 +92,7 @@ def cmd_proxy_train(args: argparse.Namespace) -> int:
                 bar.update(task, acc=f"{acc:.3f}")
                 return False
 
-            result = proxy_train(cfg, data=args.data, settings=settings, seed=args.seed, callback=on_report,
+            result = proxy_train(cfg, data=data, settings=settings, seed=args.seed, callback=on_report,
                                  progress=on_step, device=args.device)
     out = {"config": cfg.to_string(), "config_hash": cfg.hash(), **result.to_dict()}
     if args.json:

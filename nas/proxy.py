@@ -402,8 +402,6 @@ def proxy_train(
             torch.manual_seed(seed)
             model = build_model(cfg, p.num_classes, in_channels=p.channels, stem=s.stem)
         gen = torch.Generator().manual_seed(seed)
-        # Its own stream, so how often the run is evaluated does not change the batches it trains on.
-        bn_gen = torch.Generator().manual_seed(seed + 0x5EED)
         model = model.to(dev)
         if s.channels_last:
             model = model.to(memory_format=torch.channels_last)
@@ -456,6 +454,9 @@ def proxy_train(
                 t1 = time.perf_counter()
                 train_seconds += t1 - t0
                 if s.bn_recalibration:
+                    # A fresh stream each time: the result does not depend on how many reports came before,
+                    # and the training batches (``gen``) are untouched.
+                    bn_gen = torch.Generator().manual_seed(seed + 0x5EED)
                     _recalibrate_bn(model, p, tx, batches=s.bn_recalibration, batch=batch, gen=bn_gen,
                                     channels_last=s.channels_last)
                 accuracy = _evaluate(model, p, vx, vy, channels_last=s.channels_last)

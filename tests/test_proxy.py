@@ -1,0 +1,171 @@
+"""nas.proxy: real training steps on the bundled Fashion-MNIST subset and on an ImageFolder written on the fly."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from nas.arch import ArchConfig, StageConfig
+from nas.cli import main
+from nas.errors import DataError, TrainingDivergedError, UsageError
+from nas.proxy import (
+    PROXY_PRESETS,
+    ZERO_COST_METHODS,
+    ProxySettings,
+    proxy_settings,
+    proxy_train,
+    zero_cost_score,
+)
+
+from test_data import write_folder  # tests/ is on sys.path (pytest rootdir-relative imports)
+
+# A small but complete network (stem, three stages, a basic unit, head) that trains in well under a second.
+TINY = ArchConfig(stages=(StageConfig(1, 16), StageConfig(2, 32), StageConfig(1, 64)), stem_channels=8,
+                  head_channels=64, name="tiny")
+FAST = ProxySettings(steps=6, train_size=256, val_size=100, batch_size=32, reports=2, bn_recalibration=1,
+                     threads=1)
+
+
+def test_same_seed_same_accuracy():
+    a = proxy_train(TINY, settings=FAST, seed=3)
+    b = proxy_train(TINY, settings=FAST, seed=3)
+    c = proxy_train(TINY, settings=FAST, seed=4)
+    assert a.accuracy == b.accuracy and a.history == b.history and a.final_loss == b.final_loss
+    assert c.final_loss != a.final_loss  # the seed is used
+    assert 0.0 <= a.accuracy <= 1.0
+    assert a.steps == a.total_steps == 6 and a.images_seen == 6 * 32 and not a.pruned
+    assert [s for s, _ in a.history] == [3, 6]
+    assert a.data["train_used"] == 256 and a.data["val"] == 100
+    json.dumps(a.to_dict())
+
+
+def test_training_learns_on_real_images():
+    s = FAST.replace(steps=30, train_size=1000, val_size=200, lr=0.05, batch_size=64, reports=1,
+                     bn_recalibration=2)
+    r = proxy_train(TINY, settings=s, seed=0)
+    assert r.accuracy > 0.4  # chance is 0.1 on Fashion-MNIST's ten classes
+
+
+def test_callback_prunes_and_sees_every_report():
+    seen = []
+
+    def stop_at_first(step: int, acc: float) -> bool:
+        seen.append((step, acc))
+        return True
+
+    r = proxy_train(TINY, settings=FAST.replace(reports=3), callback=stop_at_first)
+    assert r.pruned and r.steps == 2 < r.total_steps and len(seen) == 1 and r.history == tuple(seen)
+
+    steps = []
+    r = proxy_train(TINY, settings=FAST.replace(reports=3), callback=lambda s, a: steps.append(s) and False)
+    assert steps == [2, 4, 6] and not r.pruned
+
+
+def test_evaluation_count_does_not_change_training():
+    a = proxy_train(TINY, settings=FAST.replace(reports=1))
+    b = proxy_train(TINY, settings=FAST.replace(reports=3))
+    assert a.final_loss == b.final_loss and a.accuracy == b.accuracy
+
+
+def test_divergence_raises_typed_error():
+    with pytest.raises(TrainingDivergedError) as e:
+        proxy_train(TINY, settings=FAST.replace(lr=1e6))
+    assert "\n" not in str(e.value)
+
+
+def test_global_rng_and_threads_are_restored():
+    torch.manual_seed(123)
+    state = torch.get_rng_state()
+    threads = torch.get_num_threads()
+    proxy_train(TINY, settings=FAST.replace(steps=2, reports=1, threads=1 if threads != 1 else 2))
+    assert torch.equal(torch.get_rng_state(), state)
+    assert torch.get_num_threads() == threads
+
+
+def test_image_folder_rgb_and_cifar_stem(tmp_path):
+    root = write_folder(tmp_path / "imgs", per_class=8)
+    s = FAST.replace(train_size=None, val_size=6, batch_size=8, steps=2, resolution=16, stem="cifar")
+    r = proxy_train(TINY, data=f"folder:{root}", settings=s)
+    assert r.data["channels"] == 3 and r.data["classes"] == 3 and r.data["train_used"] == 18
+
+
+@pytest.mark.parametrize("kw", [dict(epochs=0), dict(steps=0), dict(resolution=4), dict(stem="vit"),
+                                dict(batch_size=1), dict(lr=0.0), dict(lr=float("nan")), dict(momentum=1.0),
+                                dict(optimizer="lamb"), dict(val_size=0), dict(reports=0), dict(threads=0),
+                                dict(bn_recalibration=-1)])
+def test_settings_validation(kw):
+    with pytest.raises(UsageError):
+        ProxySettings(**kw)
+
+
+def test_presets():
+    assert set(PROXY_PRESETS) >= {"quick", "standard", "reference"}
+    q, ref = proxy_settings("quick"), proxy_settings("reference")
+    assert ref.epochs >= 10 * q.epochs and ref.replace(epochs=q.epochs) == q  # 10x the steps, same recipe
+    with pytest.raises(UsageError):
+        proxy_settings("instant")
+
+
+def test_data_too_small_for_split():
+    with pytest.raises(DataError):
+        proxy_train(TINY, settings=FAST.replace(val_size=6000))
+
+
+@pytest.mark.parametrize("method", ZERO_COST_METHODS)
+def test_zero_cost_score(method):
+    s = FAST.replace(resolution=32)
+    a = zero_cost_score(TINY, settings=s, method=method, batch_size=16, seed=1)
+    b = zero_cost_score(TINY, settings=s, method=method, batch_size=16, seed=1)
+    assert math.isfinite(a) and a == b
+    with pytest.raises(UsageError):
+        zero_cost_score(TINY, settings=s, method="grasp")
+
+
+def test_cli_proxy_train_json(tmp_path, capsys):
+    cfg = tmp_path / "tiny.json"
+    cfg.write_text(TINY.to_json())
+    rc = main(["proxy-train", str(cfg), "--steps", "2", "--train-size", "128", "--threads", "1", "--json"])
+    out = json.loads(capsys.readouterr().out)
+    assert rc == 0 and 0.0 <= out["accuracy"] <= 1.0 and out["steps"] == 2
+    assert out["config_hash"] == TINY.hash()
+
+
+def test_cli_zero_cost_json(tmp_path, capsys):
+    cfg = tmp_path / "tiny.json"
+    cfg.write_text(TINY.to_json())
+    rc = main(["zero-cost", str(cfg), "--method", "naswot", "--json"])
+    assert rc == 0 and math.isfinite(json.loads(capsys.readouterr().out)["score"])
+
+
+@pytest.mark.parametrize("argv", [
+    ["proxy-train", "missing.json"],
+    ["proxy-train"],
+    ["proxy-train", "--preset", "9x"],
+    ["proxy-train", "--preset", "0.5x", "--data", "cifar10:/nonexistent/dir"],
+    ["proxy-train", "--preset", "0.5x", "--epochs", "-1"],
+    ["proxy-train", "--preset", "0.5x", "--budget", "forever"],
+])
+def test_cli_usage_errors_exit_2(argv, capsys):
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1
+
+
+@pytest.mark.cuda
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_cuda_trains():
+    r = proxy_train(TINY, settings=FAST, device="cuda")
+    assert r.device.startswith("cuda") and 0.0 <= r.accuracy <= 1.0
+
+
+def test_cuda_unavailable_is_a_typed_error():
+    if torch.cuda.is_available():
+        pytest.skip("CUDA present")
+    from nas.errors import BackendUnavailableError
+
+    with pytest.raises(BackendUnavailableError):
+        proxy_train(TINY, settings=FAST, device="cuda")
