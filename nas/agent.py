@@ -223,11 +223,14 @@ class MeasureRequest:
         return out
 
 
-_SETTING_TYPES: dict[str, tuple[type, ...]] = {
-    "warmup": (int,), "min_repeats": (int,), "max_repeats": (int,), "min_time_s": (int, float),
-    "rounds": (int,), "rewarm": (int,), "max_spread_pct": (int, float), "retries": (int,), "pin_cpu": (bool,),
-    "clock": (str,),
-}
+def _setting_types() -> dict[str, tuple[type, ...]]:
+    """JSON types accepted for each :class:`MeasureSettings` field, from the type of its default (so a
+    field added there is accepted here without a second list to keep in step)."""
+    out: dict[str, tuple[type, ...]] = {}
+    for name, f in MeasureSettings.__dataclass_fields__.items():
+        d = f.default
+        out[name] = (bool,) if isinstance(d, bool) else (int, float) if isinstance(d, float) else (type(d),)
+    return out
 
 
 def _check_device_threads(device: Any, threads: Any, batch: Any = 1, *, measuring: bool = True
@@ -286,10 +289,12 @@ def parse_request(meta: Any, *, limits: AgentLimits, content_length: int | None 
     raw = meta.get("settings") or {}
     if not isinstance(raw, dict):
         raise AgentError("settings: expected a JSON object of MeasureSettings fields")
+    known = _setting_types()
     for k, v in raw.items():
-        types = _SETTING_TYPES.get(k)
+        types = known.get(k)
         if types is None:
-            raise AgentError(f"settings.{k}: unknown field; known: {sorted(_SETTING_TYPES)}")
+            raise AgentError(f"settings.{k}: unknown field (is the host's nas newer? update nas on the board); "
+                             f"known: {sorted(known)}")
         if not isinstance(v, types) or (bool not in types and isinstance(v, bool)):
             raise AgentError(f"settings.{k}={v!r}: expected {' or '.join(t.__name__ for t in types)}")
     try:
@@ -375,7 +380,7 @@ def check_onnx(onnx_bytes: bytes, *, input_shape: Sequence[int]) -> None:
 
 # --------------------------------------------------------------------------- measuring
 class _DeadlineRunner:
-    """Wraps an ORT runner; stops with :class:`AgentError` once the request's time cap has passed.
+    """Wraps an ORT runner; stops with :class:`MeasurementError` once the request's time cap has passed.
 
     The runs are done in chunks of about ``CHECK_INTERVAL_S``; each run is still timed on its own by the
     wrapped runner, so the recorded times are those of a local measurement.
@@ -389,8 +394,8 @@ class _DeadlineRunner:
         out: list[float] = []
         while len(out) < n:  # bounded: every pass runs >= 1 model call or raises
             if time.monotonic() > self.deadline:
-                raise AgentError(f"measurement ran past this agent's --max-seconds {self.max_seconds:g}; ask for "
-                                 "fewer repeats or a shorter min_time_s")
+                raise MeasurementError(f"measurement ran past this agent's --max-seconds {self.max_seconds:g}; ask "
+                                       "for fewer repeats or a shorter min_time_s")
             # One run first (a model may take seconds), then chunks of about CHECK_INTERVAL_S.
             chunk = 1 if self.per_run_s <= 0 else max(1, min(n - len(out), int(CHECK_INTERVAL_S / self.per_run_s)))
             t0 = time.monotonic()
@@ -411,7 +416,7 @@ class _CappedOrtBackend(OnnxRuntimeBackend):
 
     def prepare(self, model: Any, *, input_shape: tuple[int, ...], settings: MeasureSettings) -> Any:
         if time.monotonic() > self.deadline:
-            raise AgentError(f"measurement ran past this agent's --max-seconds {self.max_seconds:g}")
+            raise MeasurementError(f"measurement ran past this agent's --max-seconds {self.max_seconds:g}")
         return _DeadlineRunner(super().prepare(model, input_shape=input_shape, settings=settings), self.deadline,
                                self.max_seconds)
 
@@ -423,8 +428,8 @@ def measure_request(models: Sequence[bytes], request: MeasureRequest, *, limits:
     models in interleaved rounds, as ``measure_many``), stopped if it passes ``limits.max_seconds``.
 
     Raises:
-        AgentError: a model fails :func:`check_onnx`, or the time cap was reached.
-        MeasurementError: onnxruntime could not load or run a model.
+        AgentError: a model fails :func:`check_onnx`.
+        MeasurementError: onnxruntime could not load or run a model, or the time cap was reached.
     """
     if len(models) != len(request.input_shapes):
         raise AgentError(f"{len(models)} models for {len(request.input_shapes)} input shapes")
@@ -488,9 +493,10 @@ class _Handler(BaseHTTPRequestHandler):
 
     def handle(self) -> None:
         if not self.server.slots.acquire(blocking=False):
+            body = json.dumps({"error": f"agent busy: more than {MAX_CONNECTIONS} connections"}).encode()
             try:  # too many connections: answer without parsing, then close
                 self.wfile.write(b"HTTP/1.0 503 Service Unavailable\r\nContent-Type: application/json\r\n"
-                                 b"Content-Length: 41\r\n\r\n{\"error\": \"agent busy: too many clients\"}")
+                                 b"Content-Length: %d\r\n\r\n%s" % (len(body), body))
             except OSError:
                 pass
             return

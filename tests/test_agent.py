@@ -25,7 +25,7 @@ from nas.agent import AgentLimits, MeasureRequest, check_onnx, load_or_create_to
 from nas.backends import MeasureSettings, get_backend
 from nas.backends.remote import RemoteBackend, parse_address, read_token, request_identity, request_measure
 from nas.cli import main
-from nas.errors import AgentError, BackendUnavailableError, UsageError
+from nas.errors import AgentError, BackendUnavailableError, MeasurementError, UsageError
 from nas.space import load_space
 from nas.table import build_table, load_table
 
@@ -309,7 +309,7 @@ def test_model_checks_in_process(tmp_path):
                          settings=MeasureSettings(warmup=0, min_repeats=1000, max_repeats=1000, min_time_s=0.0,
                                                   rounds=1, retries=5, max_spread_pct=1e-9))
     t0 = time.monotonic()
-    with pytest.raises(AgentError, match="max-seconds"):
+    with pytest.raises(MeasurementError, match="max-seconds"):
         measure_request([good], req, limits=AgentLimits(max_seconds=0.05))
     assert time.monotonic() - t0 < 5
 
