@@ -68,6 +68,7 @@ __all__ = [
     "make_server",
     "measure_request",
     "parse_request",
+    "token_file_is_private",
 ]
 
 PROTOCOL = 1
