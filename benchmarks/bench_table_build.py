@@ -24,7 +24,7 @@ BUDGET_S = 900.0  # issue 7: a full table of the default space builds in <= 15 m
 def main() -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("--sample", type=int, default=60, help="blocks to measure (a seeded random sample)")
-    ap.add_argument("--nets", type=int, default=2, help="calibration networks to time (the build times 8)")
+    ap.add_argument("--nets", type=int, default=2, help="calibration networks to time (the build times 12)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--threads", type=int, default=1)
     args = ap.parse_args()
@@ -51,16 +51,16 @@ def main() -> int:
             table.save(out)
             per_entry.append(time.perf_counter() - t)
         blocks_s = time.perf_counter() - t_all
-    configs = _calibration_configs(space, 224, 8, 7919)[: args.nets]
+    configs = _calibration_configs(space, 224, 12, 7919)[: args.nets]
     t = time.perf_counter()
     for c in configs:
         measure_network(c, backend, settings=NETWORK_SETTINGS, probe=probe)
     per_net = (time.perf_counter() - t) / max(len(configs), 1)
-    est = statistics.fmean(per_entry) * len(keys) + 8 * per_net
+    est = statistics.fmean(per_entry) * len(keys) + 12 * per_net
     flagged = sum(e.flagged for e in table.entries.values())
     print(f"default space: {len(keys)} blocks at 224 px; measured a random {len(sample)} in {blocks_s:.1f} s "
           f"({statistics.fmean(per_entry):.3f} s/entry mean, {statistics.median(per_entry):.3f} median; {flagged} flagged)")
-    print(f"calibration network: {per_net:.1f} s each (x8 in a build)")
+    print(f"calibration network: {per_net:.1f} s each (x12 in a build)")
     print(f"estimated full build: {est:.0f} s = {est / 60:.1f} min; ratio to the 15-min budget: {est / BUDGET_S:.2f} "
           f"(<= 1 passes)")
     print(f"load average: {load0:.2f} before, {os.getloadavg()[0]:.2f} after (2 cores; > 0.5 means a busy machine)")

@@ -29,8 +29,8 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
                         "file matches)")
     b.add_argument("--overwrite", action="store_true", help="discard an existing --out and start over")
     b.add_argument("--limit", type=int, default=None, help="measure at most N missing entries this run (tests)")
-    b.add_argument("--calibration-nets", type=int, default=8,
-                   help="whole networks timed to calibrate the block sum (default 8; 0 = none)")
+    b.add_argument("--calibration-nets", type=int, default=12,
+                   help="whole networks timed to calibrate the block sum (default 12; 0 = none)")
     b.add_argument("--rescale", choices=["paired", "window", "none"], default="paired",
                    help="how times are put on the build's reference speed: each measurement's own ratio to the "
                         "reference probe timed in the same rounds (paired, default), the probe's running median "

@@ -224,6 +224,7 @@ class LatencyTable:
     path: Path | None = None
     _ms: dict[str, float] = field(default_factory=dict, repr=False)
     _var: dict[str, float] = field(default_factory=dict, repr=False)
+    _mparams: dict[str, float] = field(default_factory=dict, repr=False)
 
     # -- identity
     @property
@@ -322,10 +323,14 @@ class LatencyTable:
         """Recompute the reference probe time and every entry's rescaled ``ms``; refit the calibration."""
         samples = self.probe.get("samples", [])
         self.probe["ref_ms"] = statistics.median(ms for _, ms in samples) if samples else None
+        from nas.macs import block_macs
+
         f = self.rescaler()
         self._ms.clear()
         self._var.clear()
         for eid, e in self.entries.items():
+            if eid not in self._mparams:
+                self._mparams[eid] = block_macs(e.key, self.num_classes).params / 1e6
             e.ms = f(e.raw_ms, e.ratio, e.t)
             self._ms[eid] = e.ms
             # Standard error of a median ~ 1.253 * sigma / sqrt(n), sigma ~ IQR / 1.349.
@@ -440,59 +445,78 @@ def _net_sum(table: LatencyTable, config: ArchConfig) -> tuple[float, int]:
     return sum(table._ms[b.id] for b in blocks), len(blocks)
 
 
-def _fit_calibration(nets: list[dict[str, Any]], table: LatencyTable) -> dict[str, Any]:
-    """Fit none / scale / affine models of network time from the block sum; keep the best by leave-one-out.
+# Calibration models: which of sum (S), blocks - 1 (N) and weights in millions (P) enter the fit. With "S fixed"
+# the sum's coefficient is 1 and only the corrections are fitted (fewer free parameters on few networks).
+# Why N and P: a network is one call where the table summed n calls (fixed per-call overhead), and inside a
+# network each block's weights come from a colder cache than when it ran alone (cost ~ weight bytes).
+CALIBRATION_MODELS: dict[str, tuple[tuple[str, ...], bool]] = {
+    "none": ((), True),
+    "offset": (("N",), True),
+    "offset+weights": (("N", "P"), True),
+    "scale": (("S",), False),
+    "affine": (("S", "N"), False),
+    "affine+weights": (("S", "N", "P"), False),
+}
 
-    Errors are relative (a 5 ms and a 100 ms network weigh the same), as the acceptance figures are.
+
+def _fit_calibration(nets: list[dict[str, Any]], table: LatencyTable) -> dict[str, Any]:
+    """Fit each model of :data:`CALIBRATION_MODELS` and keep the one with the lowest leave-one-out error.
+
+    Errors are relative (a 5 ms and a 100 ms network weigh the same), as the acceptance figures are. A model
+    with more free parameters must beat a simpler one by 0.2 %-points of leave-one-out error to be chosen.
     """
     import numpy as np
 
     f = table.rescaler()
-    s_ms, n_blk, e_ms = [], [], []
+    rows = []
     for net in nets:
-        s, n = _net_sum(table, ArchConfig.from_string(net["config"]))
-        s_ms.append(s)
-        n_blk.append(n - 1)  # a network is one call; its blocks were n calls
-        e_ms.append(f(net["raw_ms"], net.get("ratio"), net["t"]))
-    S, N, E = np.array(s_ms), np.array(n_blk, dtype=float), np.array(e_ms)
-
-    def fit(model: str, idx: np.ndarray) -> tuple[float, float]:
-        if model == "none":
-            return 1.0, 0.0
-        if model == "scale":
-            r = S[idx] / E[idx]
-            return float(r.sum() / (r * r).sum()), 0.0
-        A = np.stack([S[idx] / E[idx], N[idx] / E[idx]], 1)
-        (a, b), *_ = np.linalg.lstsq(A, np.ones(len(idx)), rcond=None)
-        return float(a), float(b)
-
+        cfg = ArchConfig.from_string(net["config"])
+        s, n = _net_sum(table, cfg)
+        p = sum(table._mparams[b.id] for b in cfg.blocks())
+        rows.append((s, n - 1, p, f(net["raw_ms"], net.get("ratio"), net["t"])))
+    A = np.array(rows, dtype=float)
+    feats = {"S": A[:, 0], "N": A[:, 1], "P": A[:, 2]}
+    E = A[:, 3]
     k = len(E)
-    needs = {"none": 1, "scale": 2, "affine": 4}
+
+    def fit(names: tuple[str, ...], fixed_s: bool, idx: np.ndarray) -> dict[str, float]:
+        coef = {"S": 1.0, "N": 0.0, "P": 0.0}
+        if names:
+            y = (E[idx] - (feats["S"][idx] if fixed_s else 0.0)) / E[idx]
+            X = np.stack([feats[c][idx] / E[idx] for c in names], 1)
+            sol, *_ = np.linalg.lstsq(X, y, rcond=None)
+            coef.update({c: float(v) for c, v in zip(names, sol)})
+        return coef
+
+    def apply(coef: dict[str, float], i: Any) -> Any:
+        return coef["S"] * feats["S"][i] + coef["N"] * feats["N"][i] + coef["P"] * feats["P"][i]
+
     result: dict[str, Any] = {"models": {}}
-    for model, min_k in needs.items():
-        if k < min_k:
+    for name, (names, fixed_s) in CALIBRATION_MODELS.items():
+        if k < len(names) + 2:  # at least two networks more than free parameters, for leave-one-out
             continue
         loo = []
         for i in range(k):
-            idx = np.array([j for j in range(k) if j != i]) if k > 1 else np.array([0])
-            a, b = fit(model, idx)
-            loo.append(abs((a * S[i] + b * N[i]) / E[i] - 1) * 100)
-        a, b = fit(model, np.arange(k))
-        resid = ((a * S + b * N) / E - 1) * 100
-        result["models"][model] = {"scale": round(a, 6), "per_block_ms": round(b, 6),
-                                   "loo_mape_pct": round(float(np.mean(loo)), 3),
-                                   "loo_rms_pct": round(float(np.sqrt(np.mean(np.square(loo)))), 3),
-                                   "fit_mape_pct": round(float(np.mean(np.abs(resid))), 3)}
-    # Lowest leave-one-out error; a more complex model must win by 0.1 %-point to be chosen.
-    order = [m for m in ("none", "scale", "affine") if m in result["models"]]
-    best = order[0]
-    for m in order[1:]:
-        if result["models"][m]["loo_mape_pct"] < result["models"][best]["loo_mape_pct"] - 0.1:
-            best = m
-    chosen = result["models"][best]
+            idx = np.array([j for j in range(k) if j != i])
+            loo.append(abs(apply(fit(names, fixed_s, idx), i) / E[i] - 1) * 100)
+        coef = fit(names, fixed_s, np.arange(k))
+        resid = (apply(coef, np.arange(k)) / E - 1) * 100
+        result["models"][name] = {"scale": round(coef["S"], 6), "per_block_ms": round(coef["N"], 6),
+                                  "per_mparam_ms": round(coef["P"], 6), "free": len(names),
+                                  "loo_mape_pct": round(float(np.mean(loo)), 3),
+                                  "loo_rms_pct": round(float(np.sqrt(np.mean(np.square(loo)))), 3),
+                                  "fit_mape_pct": round(float(np.mean(np.abs(resid))), 3)}
+    models = result["models"]
+    best = "none"
+    for name, m in models.items():
+        penalty = 0.2 * (m["free"] - models[best]["free"])
+        if m["loo_mape_pct"] + penalty < models[best]["loo_mape_pct"]:
+            best = name
+    chosen = models[best]
     result.update(model=best, scale=chosen["scale"], per_block_ms=chosen["per_block_ms"],
-                  rel_error=chosen["loo_rms_pct"] / 100.0, nets=nets,
-                  note="latency_ms = scale * sum(entry ms) + per_block_ms * (blocks - 1)")
+                  per_mparam_ms=chosen["per_mparam_ms"], rel_error=chosen["loo_rms_pct"] / 100.0, nets=nets,
+                  note="latency_ms = scale * sum(entry ms) + per_block_ms * (blocks - 1) + per_mparam_ms * "
+                       "(weights in millions)")
     return result
 
 
@@ -565,7 +589,7 @@ def build_table(space: "SearchSpace", backend: "Backend", *, resolution: int | N
                 out: "str | Path | None" = None, resume: bool = True, progress: Progress | None = None,
                 num_classes: int = 1000, settings: MeasureSettings | None = None,
                 network_settings: MeasureSettings | None = None, limit: int | None = None,
-                calibration_nets: int = 8, seed: int = CALIBRATION_SEED, rescale: str = "paired") -> LatencyTable:
+                calibration_nets: int = 12, seed: int = CALIBRATION_SEED, rescale: str = "paired") -> LatencyTable:
     """Measure every block of ``space`` at ``resolution`` on ``backend``, then calibrate.
 
     Args:
@@ -745,7 +769,10 @@ def predict(config: ArchConfig, table: LatencyTable, *, backend: "Backend | None
     n = len(blocks)
     cal = table.calibration or {}
     scale, per_block = float(cal.get("scale", 1.0)), float(cal.get("per_block_ms", 0.0))
+    per_mparam = float(cal.get("per_mparam_ms", 0.0))
     latency = scale * total + per_block * (n - 1)
+    if per_mparam:
+        latency += per_mparam * sum([table._mparams[b.id] for b in blocks])
     rel = float(cal.get("rel_error", UNCALIBRATED_REL_ERROR))
     noise = scale * scale * sum([var[b.id] for b in blocks])
     flagged = sum(1 for b in blocks if table.entries[b.id].flagged)
