@@ -562,8 +562,11 @@ def export(candidate: Candidate, *, out_dir: "str | Path", formats: Sequence[str
 
         t = load_table(table)
         pr = predict(cfg, t)
+        import hashlib
+
         prov.update(latency_ms=pr.latency_ms, latency_uncertainty_ms=pr.uncertainty_ms,
-                    table={"path": str(table), "space_hash": t.space_hash, "identity": t.describe()})
+                    table={"path": str(table), "sha256": hashlib.sha256(Path(table).read_bytes()).hexdigest(),
+                           "space_hash": t.space_hash, "identity": t.describe()})
     input_shape = (1, in_channels, cfg.resolution, cfg.resolution)
     result = ExportResult(name=candidate.name, config=cfg.to_dict(), files={}, provenance=prov,
                           predicted_latency_ms=prov.get("latency_ms"))

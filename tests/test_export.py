@@ -205,3 +205,26 @@ def test_library_errors_are_typed(tmp_path):
     assert parse_formats("all") == ("json", "onnx", "torchscript", "pt")
     with pytest.raises(ExportError):
         export(candidate_from_config(tiny(8)), out_dir="/proc/nope", formats=["json"])
+
+
+def test_predicted_latency_from_a_table(tmp_path, capsys):
+    """A config export with --table records the prediction and the table's identity and hash beside the
+    latency measured right after export."""
+    from nas.backends import MeasureSettings, get_backend
+    from nas.space import load_space
+    from nas.table import build_table
+
+    (tmp_path / "s.toml").write_text(
+        'name = "s"\nresolution = [32]\nstem_channels = [8]\nhead_channels = [32]\n'
+        + "[[stages]]\ndepth = [1]\nwidth = [16]\nsplit_ratio = [0.5]\nse = [false]\nkernel = [3]\n" * 2)
+    space = load_space(tmp_path / "s.toml")
+    fast = MeasureSettings(warmup=2, min_repeats=5, max_repeats=40, min_time_s=0.01, rounds=2, retries=0)
+    build_table(space, get_backend("cpu"), out=tmp_path / "t.json", settings=fast, network_settings=fast,
+                calibration_nets=0, progress=None)
+    (tmp_path / "c.json").write_text(space.smallest().to_json())
+    rc, doc = _export([str(tmp_path / "c.json"), "--table", str(tmp_path / "t.json"), "--format", "json,onnx",
+                       "--out", str(tmp_path / "o")], capsys)
+    assert rc == 0
+    prov = json.loads(Path(doc["exports"][0]["files"]["json"]).read_text())["provenance"]
+    assert prov["latency_ms"] > 0 and prov["table"]["space_hash"] == space.hash and len(prov["table"]["sha256"]) == 64
+    assert prov["onnx_check"]["measured"]["latency_ms"] > 0 and prov["onnx_check"]["measured_over_predicted"] > 0
