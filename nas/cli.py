@@ -26,6 +26,7 @@ COMMAND_MODULES = [
     "nas.cli_agent",
     "nas.cli_export",
     "nas.cli_proxy",
+    "nas.cli_search",
 ]
 
 
