@@ -7,9 +7,9 @@ import contextlib
 from pathlib import Path
 from typing import Any, Iterator
 
-from nas.errors import StorageError, UsageError
+from nas.errors import UsageError
 
-__all__ = ["add_parsers", "open_study"]
+__all__ = ["add_parsers"]
 
 
 def add_parsers(sub: argparse._SubParsersAction) -> None:
@@ -21,15 +21,18 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     e.add_argument("config", nargs="?", help="architecture config JSON file (plain or exported)")
     e.add_argument("--preset", help="a preset name, e.g. shufflenetv2-1.0x")
     e.add_argument("--study", help="Optuna study name written by `nas search`")
-    e.add_argument("--storage", help="Optuna storage URL (e.g. sqlite:///runs/search.db; default: the search's)")
+    e.add_argument("--storage", help="Optuna storage URL or SQLite file the search used (default: "
+                                     "runs/<study>/study.db, as `nas search`)")
     pick = e.add_mutually_exclusive_group()
     pick.add_argument("--trial", type=int, help="trial number to export")
     pick.add_argument("--pareto", action="store_true", help="every trial of the Pareto front (feasible only)")
     pick.add_argument("--best-under", metavar="BUDGET", help="most accurate feasible trial within e.g. 5ms, 150MFLOPs")
     e.add_argument("--format", default="json,onnx,torchscript,pt",
                    help="comma-separated: json, onnx, torchscript, pt, or all (default: all)")
-    e.add_argument("--out", default="exported", help="output folder (default: ./exported)")
-    e.add_argument("--num-classes", type=int, default=1000, help="classifier outputs (default 1000)")
+    e.add_argument("--out", default=None, help="output folder (default: runs/<study>/export with --study, else "
+                                                 "./exported)")
+    e.add_argument("--num-classes", type=int, default=None,
+                   help="classifier outputs (default: the study's latency-table head, else 1000)")
     e.add_argument("--in-channels", type=int, default=3, help="input image channels (default 3)")
     e.add_argument("--stem", choices=["imagenet", "cifar"], default="imagenet", help="stem kind (default imagenet)")
     e.add_argument("--weights", help="a .pt checkpoint of the same config (e.g. `nas train`'s model.pt) to export")
@@ -69,41 +72,6 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
 
 
 # ----------------------------------------------------------------------------------------- export
-def open_study(*, study: str, storage: str | None) -> Any:
-    """Open an existing study read-only-style (nothing is created). Uses ``nas.search.open_study`` when present.
-
-    Raises:
-        StorageError: the storage is unreachable, or the study does not exist in it.
-    """
-    try:
-        from nas import search as _search  # the search module owns storage defaults and error mapping
-    except ImportError:
-        _search = None
-    if _search is not None and hasattr(_search, "open_study"):
-        kwargs: dict[str, Any] = {"study": study, "storage": storage}
-        import inspect
-
-        if "out_dir" in inspect.signature(_search.open_study).parameters:
-            kwargs["out_dir"] = None
-        return _search.open_study(**kwargs)
-    if not storage:
-        raise UsageError("--storage URL is required (e.g. sqlite:///runs/search.db)")
-    import optuna
-
-    if storage.startswith("sqlite:///"):
-        path = Path(storage.removeprefix("sqlite:///"))
-        if not path.is_file():  # optuna would silently create an empty database here
-            raise StorageError(f"--storage {storage}: no such database file {path}")
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
-    try:
-        names = optuna.get_all_study_names(storage=storage)
-    except Exception as e:  # SQLAlchemy and drivers raise many types; one line is enough
-        raise StorageError(f"--storage {storage}: cannot open ({str(e).splitlines()[0][:160]})") from None
-    if study not in names:
-        raise StorageError(f"--study {study!r}: not in {storage} (studies: {', '.join(names) or 'none'})")
-    return optuna.load_study(study_name=study, storage=storage)
-
-
 def _fmt(x: Any, spec: str) -> str:
     return "-" if x is None else format(x, spec)
 
@@ -120,11 +88,14 @@ def cmd_export(args: argparse.Namespace) -> int:
         raise UsageError("--trial/--pareto/--best-under select trials of a --study")
     if args.study is not None and not picked:
         raise UsageError("--study needs one of --trial N, --pareto, --best-under BUDGET")
-    if args.num_classes < 1 or args.in_channels < 1:
+    if (args.num_classes is not None and args.num_classes < 1) or args.in_channels < 1:
         raise UsageError("--num-classes and --in-channels must be positive")
     formats = parse_formats(args.format)  # bad formats and an unwritable --out fail before any slow work
-    ensure_writable_dir(args.out)
+    out = Path(args.out) if args.out else (Path("runs") / args.study / "export" if args.study else Path("exported"))
+    ensure_writable_dir(out)
     if args.study is not None:
+        from nas.search import open_study
+
         st = open_study(study=args.study, storage=args.storage)
         candidates = candidates_from_study(st, trial=args.trial, pareto=args.pareto, best_under=args.best_under)
     else:
@@ -134,20 +105,21 @@ def cmd_export(args: argparse.Namespace) -> int:
     with _status(not args.json) as status:
         for i, cand in enumerate(candidates, 1):
             status(f"exporting {cand.name} ({i}/{len(candidates)}): {', '.join(formats)}")
-            results.append(export(cand, out_dir=args.out, formats=formats, num_classes=args.num_classes,
+            num_classes = args.num_classes or int(cand.provenance.get("search_num_classes") or 1000)
+            results.append(export(cand, out_dir=out, formats=formats, num_classes=num_classes,
                                   in_channels=args.in_channels, stem=args.stem, weights=args.weights,
                                   opset=args.opset or ONNX_OPSET, measure=not args.no_measure, table=args.table,
                                   seed=args.seed))
     if args.json:
         from nas.cli import print_json
 
-        print_json({"out": str(Path(args.out)), "exports": [r.to_dict() for r in results]})
+        print_json({"out": str(out), "exports": [r.to_dict() for r in results]})
         return 0
     from rich.table import Table
 
     from nas.cli import console
 
-    t = Table(title=f"exported to {args.out}/ ({', '.join(formats)})")
+    t = Table(title=f"exported to {out}/ ({', '.join(formats)})")
     for col in ("name", "MFLOPs", "params", "acc", "pred ms", "meas ms", "ONNX diff"):
         t.add_column(col, justify="left" if col == "name" else "right")
     for r in results:

@@ -193,13 +193,17 @@ def candidate_from_config(source: "ArchConfig | Mapping[str, Any] | str | Path",
     return Candidate(config=cfg, name=_safe_name(name or stem), provenance=prov)
 
 
-_TRIAL_KEYS = ("macs", "mflops", "params", "latency_ms", "latency_uncertainty_ms", "accuracy", "seed", "duration_s")
-_STUDY_KEYS = ("space_hash", "table", "budgets", "objective", "seed", "nas_version", "proxy", "data")
+_TRIAL_KEYS = ("macs", "mflops", "params", "latency_ms", "latency_uncertainty_ms", "accuracy", "score", "seed",
+               "duration_s")
+# The search's own seed, version and head width are kept as search_*; the export records its own.
+_STUDY_KEYS = ("space_hash", "space_name", "table", "budgets", "objective", "seed", "nas_version", "proxy", "data",
+               "num_classes", "metric_names")
+_RENAMED = ("seed", "nas_version", "num_classes")
 
 
 def _infeasible_reason(t: "optuna.trial.FrozenTrial") -> str | None:
     if t.user_attrs.get("feasible") is False:
-        return "it broke the search's budget (feasible=false)"
+        return str(t.user_attrs.get("infeasible") or "it broke the search's budget (feasible=false)")
     bad = {k: v for k, v in (t.constraints or {}).items() if v > 0}
     if bad:
         return "constraint(s) violated: " + ", ".join(f"{k}={v:g}" for k, v in bad.items())
@@ -238,7 +242,7 @@ def _trial_candidate(study: "optuna.Study", t: "optuna.trial.FrozenTrial") -> Ca
     sattrs = study.user_attrs
     for k in _STUDY_KEYS:
         if k in sattrs:
-            prov[("search_" + k) if k in ("seed", "nas_version") else k] = sattrs[k]
+            prov[("search_" + k) if k in _RENAMED else k] = sattrs[k]
     prov["values"] = list(t.values or [])
     return Candidate(config=cfg, name=_safe_name(f"{study.study_name}-trial{t.number}"), provenance=prov)
 
