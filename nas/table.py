@@ -102,13 +102,15 @@ def reference_probe() -> "nn.Module":
     import torch
     from torch import nn
 
-    torch.manual_seed(0)  # weights do not change conv speed, but keep the model byte-identical anyway
-
     def cbr(cin: int, cout: int, k: int = 1, groups: int = 1, stride: int = 1) -> list[nn.Module]:
         return [nn.Conv2d(cin, cout, k, stride, k // 2, groups=groups, bias=False), nn.BatchNorm2d(cout), nn.ReLU()]
 
-    return nn.Sequential(*cbr(3, 24, 3, 1, 2), *cbr(24, 64), *cbr(64, 64, 3, 64), *cbr(64, 128),
-                         *cbr(128, 128, 3, 128, 2), *cbr(128, 128)).eval()
+    # Weights do not change conv speed, but keep the model byte-identical anyway, without touching the
+    # caller's global RNG state.
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        return nn.Sequential(*cbr(3, 24, 3, 1, 2), *cbr(24, 64), *cbr(64, 64, 3, 64), *cbr(64, 128),
+                             *cbr(128, 128, 3, 128, 2), *cbr(128, 128)).eval()
 
 
 class _Timeline:
