@@ -67,7 +67,6 @@ __all__ = [
     "ensure_writable_dir",
 ]
 
-Format = Literal["json", "onnx", "torchscript", "pt"]
 FORMATS: tuple[str, ...] = ("json", "onnx", "torchscript", "pt")
 SUFFIX = {"json": ".json", "onnx": ".onnx", "torchscript": ".torchscript.pt", "pt": ".pt"}
 ONNX_OPSET = 13  # see the module docstring: the newest opset the mobile converters read; nothing newer is used
