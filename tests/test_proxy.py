@@ -169,3 +169,23 @@ def test_cuda_unavailable_is_a_typed_error():
 
     with pytest.raises(BackendUnavailableError):
         proxy_train(TINY, settings=FAST, device="cuda")
+
+
+@pytest.mark.parametrize("kind,h,stride,kernel", [("dw", 1, 1, 3), ("dw", 1, 1, 7), ("dw", 2, 1, 3), ("dw", 2, 2, 5),
+                                                  ("dw", 2, 1, 7), ("dw", 4, 1, 3), ("pw", 1, 1, 1), ("pw", 2, 1, 1)])
+def test_tiny_map_path_is_the_same_function(kind, h, stride, kernel):
+    from torch import nn
+
+    from nas.proxy import _tiny_map_conv_class
+
+    torch.manual_seed(0)
+    c = 6
+    conv = nn.Conv2d(c, c if kind == "dw" else 10, kernel, stride, kernel // 2, groups=c if kind == "dw" else 1,
+                     bias=kind == "pw")
+    fast = _tiny_map_conv_class()(conv)
+    x = torch.randn(3, c, h, h, requires_grad=True)
+    y_ref, y = conv(x), fast(x)
+    assert y.shape == y_ref.shape and torch.allclose(y, y_ref, atol=1e-6)
+    g_ref = torch.autograd.grad(y_ref.square().sum(), (x, conv.weight))
+    g = torch.autograd.grad(y.square().sum(), (x, conv.weight))
+    assert all(torch.allclose(a, b, atol=1e-5) for a, b in zip(g, g_ref))
