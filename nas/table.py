@@ -226,6 +226,7 @@ class LatencyTable:
     path: Path | None = None
     _ms: dict[str, float] = field(default_factory=dict, repr=False)
     _var: dict[str, float] = field(default_factory=dict, repr=False)
+    _flagged: set[str] = field(default_factory=set, repr=False)
 
     # -- identity
     @property
@@ -327,6 +328,7 @@ class LatencyTable:
         f = self.rescaler()
         self._ms.clear()
         self._var.clear()
+        self._flagged = {eid for eid, e in self.entries.items() if e.flagged}
         for eid, e in self.entries.items():
             e.ms = f(e.raw_ms, e.ratio, e.t)
             self._ms[eid] = e.ms
@@ -760,9 +762,10 @@ def predict(config: ArchConfig, table: LatencyTable, *, backend: "Backend | None
         raise TableMismatchError(f"{table.path or 'table'}: measured at {table.resolution}px, config is at "
                                  f"{config.resolution}px; build a table with --resolution {config.resolution}")
     blocks = config.blocks()
+    ids = [b.id for b in blocks]  # BlockKey.id formats a string: once per block
     ms, var = table._ms, table._var
     try:
-        total = sum([ms[b.id] for b in blocks])
+        total = sum([ms[i] for i in ids])
     except KeyError:
         missing = list(dict.fromkeys(table.missing(blocks)))
         if backend is None:
@@ -777,8 +780,8 @@ def predict(config: ArchConfig, table: LatencyTable, *, backend: "Backend | None
     scale, per_block = float(cal.get("scale", 1.0)), float(cal.get("per_block_ms", 0.0))
     latency = scale * total + per_block * (n - 1)
     rel = float(cal.get("rel_error", UNCALIBRATED_REL_ERROR))
-    noise = scale * scale * sum([var[b.id] for b in blocks])
-    flagged = sum(1 for b in blocks if table.entries[b.id].flagged)
+    noise = scale * scale * sum([var[i] for i in ids])
+    flagged = sum(1 for i in ids if i in table._flagged) if table._flagged else 0
     return Prediction(latency_ms=latency, uncertainty_ms=math.sqrt((rel * latency) ** 2 + noise), sum_ms=total,
                       blocks=n, flagged_blocks=flagged)
 

@@ -12,7 +12,7 @@ from torch import nn
 
 from nas.backends import Backend, MeasureSettings, Measurement, available_backends, get_backend, register, summarize
 from nas.backends.cuda import cuda_available
-from nas.backends.onnxruntime import export_onnx, measure_onnx_bytes
+from nas.backends.onnxruntime import export_onnx, measure_many_onnx_bytes, measure_onnx_bytes
 from nas.errors import BackendUnavailableError, MeasurementError, UsageError
 
 FAST = MeasureSettings(warmup=2, min_repeats=5, max_repeats=30, min_time_s=0.01, rounds=2, retries=1)
@@ -133,6 +133,9 @@ def test_measure_onnx_bytes_is_the_board_entry_point():
         measure_onnx_bytes(b"not an onnx model", input_shape=(1, 3, 8, 8), settings=FAST)
     with pytest.raises(UsageError):
         measure_onnx_bytes(onnx, input_shape=(3, 8, 8), settings=FAST)
+    pair = measure_many_onnx_bytes([onnx, export_onnx(small_net(16), input_shape=(2, 3, 8, 8))],
+                                   input_shapes=[(2, 3, 8, 8)] * 2, settings=FAST)
+    assert len(pair) == 2 and all(len(m.round_medians_ms) == FAST.rounds for m in pair)
 
 
 def test_noisy_results_are_remeasured_then_flagged():

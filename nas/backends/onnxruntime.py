@@ -23,7 +23,8 @@ from nas.errors import MeasurementError, UsageError
 if TYPE_CHECKING:  # pragma: no cover
     import torch.nn as nn
 
-__all__ = ["OnnxRuntimeBackend", "OrtRunner", "export_onnx", "measure_onnx_bytes", "session_options"]
+__all__ = ["OnnxRuntimeBackend", "OrtRunner", "export_onnx", "measure_onnx_bytes", "measure_many_onnx_bytes",
+           "session_options"]
 
 OPSET = 17  # ORT >= 1.14 supports it fully; the TorchScript exporter's best-tested opset
 INPUT_SEED = 0  # the timed input is fixed noise; conv speed does not depend on values (no denormals in N(0,1))
@@ -182,6 +183,33 @@ def measure_onnx_bytes(onnx: bytes, *, input_shape: Sequence[int], settings: Mea
         raise UsageError(f"input_shape={shape}: measure_onnx_bytes needs the full (N, C, H, W) shape")
     backend = OnnxRuntimeBackend(device=device, threads=threads, batch=shape[0])
     return backend.measure(bytes(onnx), input_shape=shape, settings=settings)
+
+
+def measure_many_onnx_bytes(models: Sequence[bytes], *, input_shapes: Sequence[Sequence[int]],
+                            settings: MeasureSettings | None = None, threads: int = 1,
+                            device: Device = "cpu") -> list[Measurement]:
+    """Time several serialized ONNX models in interleaved rounds on this machine's CPU (the board agent's
+    entry point for paired measurements, e.g. a latency-table block with its reference probe).
+
+    Args:
+        models: ONNX models with one image input each.
+        input_shapes: one full ``(N, C, H, W)`` shape per model (all with the same N).
+        settings: the measurement protocol (default :class:`MeasureSettings()`).
+        threads: intra-op threads.
+        device: recorded device kind.
+
+    Returns:
+        One :class:`Measurement` per model, round ``k`` of each next in time to round ``k`` of the others.
+
+    Raises:
+        MeasurementError: a model is not loadable or does not accept its shape.
+        UsageError: shapes are not 4-d or disagree on the batch size.
+    """
+    shapes = [tuple(int(x) for x in s) for s in input_shapes]
+    if not shapes or any(len(s) != 4 for s in shapes) or len({s[0] for s in shapes}) != 1:
+        raise UsageError(f"input_shapes={shapes}: need one (N, C, H, W) per model, all with the same N")
+    backend = OnnxRuntimeBackend(device=device, threads=threads, batch=shapes[0][0])
+    return backend.measure_many([bytes(m) for m in models], input_shapes=shapes, settings=settings)
 
 
 def _factory(*, device: Device, threads: int, batch: int, remote: str | None = None,
