@@ -67,6 +67,9 @@ class TrainSettings:
         augment: random horizontal flips.
         threads: ``torch.set_num_threads`` during the run (restored after); None keeps the current value.
         channels_last: channels-last memory format (oneDNN's fast path on CPU).
+        tiny_map_path: on CPU, :mod:`nas.proxy`'s exact fast path for depthwise and 1x1 convs on maps of <= 2x2
+            pixels (the last stages at 32² with the ImageNet stem; ~1.7x images/s there, no effect on larger maps).
+            Checkpoints and ``model.pt`` always hold the plain network's keys.
     """
 
     epochs: int = 30
@@ -84,6 +87,7 @@ class TrainSettings:
     augment: bool = True
     threads: int | None = None
     channels_last: bool = True
+    tiny_map_path: bool = True
 
     def __post_init__(self) -> None:
         def bad(name: str, why: str) -> None:
@@ -159,6 +163,27 @@ def _save(obj: Any) -> bytes:
     return buf.getvalue()
 
 
+@contextlib.contextmanager
+def _plain(model: Any) -> Any:
+    """Temporarily undo :mod:`nas.proxy`'s tiny-map wrappers, so ``state_dict`` has ``build_model``'s keys."""
+    swapped = []
+
+    def unwrap(module: Any) -> None:
+        for name, child in list(module.named_children()):
+            if type(child).__name__ == "TinyMapConv" and hasattr(child, "conv"):
+                setattr(module, name, child.conv)
+                swapped.append((module, name, child))
+            else:
+                unwrap(child)
+
+    unwrap(model)
+    try:
+        yield model
+    finally:
+        for module, name, wrapper in swapped:
+            setattr(module, name, wrapper)
+
+
 def read_checkpoint_epoch(out_dir: "str | Path") -> int:
     """The last completed epoch recorded in ``out_dir``'s checkpoint (0 if there is none)."""
     import torch
@@ -170,9 +195,10 @@ def read_checkpoint_epoch(out_dir: "str | Path") -> int:
 
 
 def _identity(cfg: ArchConfig, settings: TrainSettings, seed: int, data: str) -> dict[str, Any]:
-    """What a checkpoint must match to be continued (``threads`` only changes speed, not the run)."""
+    """What a checkpoint must match to be continued (``threads`` and the tiny-map path change speed, not the run)."""
     s = settings.to_dict()
     s.pop("threads", None)
+    s.pop("tiny_map_path", None)
     return {"config_hash": cfg.hash(), "settings": s, "seed": seed, "data": data}
 
 
@@ -209,7 +235,7 @@ def train(config: "ArchConfig | Mapping[str, Any] | str | Path", *, data: "Datas
     from nas.data import Dataset, load_data, parse_data_spec
     from nas.errors import ExportError, TrainingDivergedError
     from nas.export import checkpoint_dict, ensure_writable_dir
-    from nas.proxy import _batch, _device, _evaluate, _prepare, _resize_u8
+    from nas.proxy import _batch, _device, _evaluate, _prepare, _resize_u8, _use_tiny_map_path
 
     cfg = load_config(config)
     s = settings
@@ -288,7 +314,12 @@ def train(config: "ArchConfig | Mapping[str, Any] | str | Path", *, data: "Datas
     try:
         with torch.random.fork_rng(devices=[]):  # the caller's global RNG state is left as it was
             torch.manual_seed(seed)
-            model = build_model(cfg, p.num_classes, in_channels=p.channels, stem=s.stem).to(dev)
+            model = build_model(cfg, p.num_classes, in_channels=p.channels, stem=s.stem)
+            if ck is not None:
+                model.load_state_dict(ck["model"])  # plain keys: loaded before the tiny-map wrappers go in
+            if s.tiny_map_path and dev.type == "cpu":
+                _use_tiny_map_path(model)  # same parameters, same order: the optimizer state still lines up
+            model = model.to(dev)
             if s.channels_last:
                 model = model.to(memory_format=torch.channels_last)
             decay = [q for q in model.parameters() if q.ndim > 1]
@@ -301,7 +332,6 @@ def train(config: "ArchConfig | Mapping[str, Any] | str | Path", *, data: "Datas
             history: list[dict[str, Any]] = []
             first = 1
             if ck is not None:
-                model.load_state_dict(ck["model"])
                 opt.load_state_dict(ck["optimizer"])
                 sched.load_state_dict(ck["scheduler"])
                 gen.set_state(ck["rng"]["generator"])
@@ -334,9 +364,11 @@ def train(config: "ArchConfig | Mapping[str, Any] | str | Path", *, data: "Datas
                 rec = {"epoch": epoch, "loss": round(mean_loss, 6), "lr": opt.param_groups[0]["lr"],
                        "val_accuracy": val_acc, "seconds": round(time.perf_counter() - t0, 3)}
                 history.append(rec)
+                with _plain(model):
+                    state = model.state_dict()
                 _atomic_write(ck_path, _save({
                     "format": CHECKPOINT_FORMAT, "identity": json.dumps(ident), "epoch": epoch,
-                    "model": model.state_dict(), "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
+                    "model": state, "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
                     "rng": {"generator": gen.get_state(), "torch": torch.get_rng_state()},
                     "history": json.dumps(history),
                 }))
@@ -358,8 +390,10 @@ def train(config: "ArchConfig | Mapping[str, Any] | str | Path", *, data: "Datas
                          files={"checkpoint": str(ck_path), "model": str(model_path), "result": str(result_path)})
     training = {"epochs": s.epochs, "val_accuracy": val_acc, "test_accuracy": test_acc, "data": data_info,
                 "settings": s.to_dict(), "seed": seed, "resolution": res}
-    _atomic_write(model_path, _save(checkpoint_dict(model, cfg, num_classes=p.num_classes, in_channels=p.channels,
-                                                    stem=s.stem, provenance={"training": training})))
+    with _plain(model):  # build_model's keys, so load_checkpoint and `nas export --weights` read it
+        ck_model = checkpoint_dict(model, cfg, num_classes=p.num_classes, in_channels=p.channels, stem=s.stem,
+                                   provenance={"training": training})
+    _atomic_write(model_path, _save(ck_model))
     _atomic_write(result_path, (json.dumps(result.to_dict(), indent=2, default=str) + "\n").encode())
     emit({"event": "done", "val_accuracy": val_acc, "test_accuracy": test_acc})
     return result

@@ -117,3 +117,18 @@ def test_bad_inputs_exit_2(cfg_path, tmp_path, capsys, extra):
     assert main(["train", *args]) == 2
     err = capsys.readouterr().err
     assert len(err.strip().splitlines()) == 1 and "Traceback" not in err
+
+
+def test_tiny_map_fast_path_trains_the_same_network(cfg_path, tmp_path):
+    """nas.proxy's tiny-map path (on by default on CPU) changes speed, not the function: with and without it the
+    run ends with (numerically) the same weights, saved under build_model's keys."""
+    from nas.export import load_checkpoint
+    from nas.train import TrainSettings, train
+
+    s = TrainSettings(epochs=1, train_size=256, val_size=64, batch_size=64, threads=1, resolution=32)
+    fast = train(cfg_path, settings=s, out_dir=tmp_path / "fast", seed=1)
+    plain = train(cfg_path, settings=TrainSettings(**{**s.to_dict(), "tiny_map_path": False}), out_dir=tmp_path / "p",
+                  seed=1)
+    a, b = load_checkpoint(fast.files["model"]).state_dict(), load_checkpoint(plain.files["model"]).state_dict()
+    assert a.keys() == b.keys()
+    assert all(torch.allclose(a[k].float(), b[k].float(), atol=1e-4) for k in a)
