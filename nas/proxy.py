@@ -187,6 +187,7 @@ class ProxyResult:
         steps: optimizer steps done; ``total_steps`` the budget.
         images_seen: training images processed.
         train_seconds: wall time of the training steps (excluding evaluation and data preparation).
+        train_cpu_seconds: CPU time of this process over the same steps (all threads; robust to other load).
         images_per_second: ``images_seen / train_seconds``.
         eval_seconds / prepare_seconds: time spent evaluating / decoding, resizing and caching the data.
         history: ``(step, accuracy)`` at each report point.
@@ -200,6 +201,7 @@ class ProxyResult:
     total_steps: int
     images_seen: int
     train_seconds: float
+    train_cpu_seconds: float
     images_per_second: float
     eval_seconds: float
     prepare_seconds: float
@@ -495,12 +497,12 @@ def proxy_train(
 
         report_at = sorted({max(1, round(total * (k + 1) / s.reports)) for k in range(s.reports)})
         history: list[tuple[int, float]] = []
-        train_seconds = eval_seconds = 0.0
+        train_seconds = eval_seconds = train_cpu_seconds = 0.0
         accuracy, pruned, loss_v, step = 0.0, False, float("nan"), 0
         check_every = 1 if dev.type == "cpu" else 10  # a .item() per step would stall the GPU queue
         perm = torch.empty(0, dtype=torch.long)
         model.train()
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         for step in range(1, total + 1):
             pos = (step - 1) % per_epoch
             if pos == 0:
@@ -526,6 +528,7 @@ def proxy_train(
                     torch.cuda.synchronize(dev)
                 t1 = time.perf_counter()
                 train_seconds += t1 - t0
+                train_cpu_seconds += time.process_time() - c0
                 if s.bn_recalibration:
                     # A fresh stream each time: the result does not depend on how many reports came before,
                     # and the training batches (``gen``) are untouched.
@@ -534,7 +537,7 @@ def proxy_train(
                                     channels_last=s.channels_last)
                 accuracy = _evaluate(model, p, vx, vy, channels_last=s.channels_last)
                 history.append((step, accuracy))
-                t0 = time.perf_counter()
+                t0, c0 = time.perf_counter(), time.process_time()
                 eval_seconds += t0 - t1
                 if callback is not None and callback(step, accuracy) and step < total:
                     pruned = True
@@ -544,7 +547,7 @@ def proxy_train(
     params = sum(q.numel() for q in model.parameters())
     return ProxyResult(
         accuracy=accuracy, pruned=pruned, steps=step, total_steps=total, images_seen=step * batch,
-        train_seconds=train_seconds, images_per_second=step * batch / max(train_seconds, 1e-9),
+        train_seconds=train_seconds, train_cpu_seconds=train_cpu_seconds, images_per_second=step * batch / max(train_seconds, 1e-9),
         eval_seconds=eval_seconds, prepare_seconds=prepare_seconds, history=tuple(history), final_loss=loss_v,
         params=params, seed=seed, device=str(dev), threads=threads, config_hash=cfg.hash(), data=dict(p.data),
         settings=s.to_dict(),
