@@ -47,6 +47,9 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("predict", help="predict a config's latency from a latency table")
     p.add_argument("config", help="architecture config JSON file (or a preset name)")
     p.add_argument("--table", default=None, help="latency table (default: the shipped table of the default space)")
+    p.add_argument("--measure-missing", action="store_true",
+                   help="measure blocks the table lacks on this machine (the table's device, threads and batch) "
+                        "and add them to the table (a lazy table)")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.set_defaults(func=cmd_predict)
 
@@ -166,7 +169,13 @@ def cmd_predict(args: argparse.Namespace) -> int:
     config = load_config(args.config)
     if not Path(args.config).exists():  # a preset name: evaluate it at the table's resolution
         config = config.with_resolution(table.resolution)
-    p = predict(config, table)
+    backend = None
+    if args.measure_missing:
+        from nas.backends import get_backend
+
+        backend = get_backend(table.device, threads=table.threads, batch=table.batch,  # type: ignore[arg-type]
+                              runtime=table.identity.get("backend"))
+    p = predict(config, table, backend=backend)
     mc = count_macs(config, num_classes=table.num_classes)
     out = {"config": config.to_string(), "latency_ms": round(p.latency_ms, 4),
            "uncertainty_ms": round(p.uncertainty_ms, 4), "mflops": round(mc.macs / 1e6, 2), "params": mc.params,

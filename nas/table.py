@@ -381,6 +381,9 @@ class LatencyTable:
             os.replace(tmp, p)
         except OSError as e:
             raise TableError(f"{p}: cannot write the table ({e.strerror})") from None
+        finally:
+            if tmp.exists():  # interrupted between write and replace: the previous file is intact
+                tmp.unlink()
         self.path = p
         return p
 
@@ -635,6 +638,9 @@ def build_table(space: "SearchSpace", backend: "Backend", *, resolution: int | N
     identity = backend.identity()
     keys = space.enumerate_blocks(resolution=resolution)
     out_path = Path(out) if out is not None else None
+    if out_path is not None:  # temp files of builds killed mid-write (the table itself is always whole)
+        for stale in out_path.parent.glob(f".{out_path.name}.*.tmp"):
+            stale.unlink(missing_ok=True)
     table: LatencyTable | None = None
     if out_path is not None and out_path.exists():
         if not resume:
