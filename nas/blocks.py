@@ -26,7 +26,7 @@ from torch import nn
 
 from nas.arch import SE_REDUCTION
 
-__all__ = ["conv_bn", "SqueezeExcite", "channel_shuffle", "Stem", "DownUnit", "BasicUnit", "Head"]
+__all__ = ["conv_bn", "SqueezeExcite", "channel_shuffle", "concat_shuffle", "Stem", "DownUnit", "BasicUnit", "Head"]
 
 
 def conv_bn(cin: int, cout: int, kernel: int = 1, stride: int = 1, *, groups: int = 1, relu: bool = True) -> list[nn.Module]:
@@ -60,9 +60,15 @@ class SqueezeExcite(nn.Module):
 
 
 def channel_shuffle(x: torch.Tensor, channels: int) -> torch.Tensor:
-    """Two-group channel shuffle. ``channels`` is static so the ONNX graph stays Reshape-Transpose-Reshape."""
-    n, _, h, w = x.shape
-    return x.reshape(n, 2, channels // 2, h, w).transpose(1, 2).reshape(n, channels, h, w)
+    """Two-group channel shuffle of ``x`` (already concatenated): reshape, swap groups, flatten."""
+    return x.reshape(x.shape[0], 2, channels // 2, -1).transpose(1, 2).reshape(x.shape)
+
+
+def concat_shuffle(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """``channel_shuffle(cat(a, b))`` for two equal halves, as one interleave: stack on a new axis after the
+    channels and flatten. Same function, but the exported graph has no Transpose (a full copy) and no
+    Shape/Gather chain per reshape: ~6 % faster end to end in onnxruntime (benchmarks/bench_onnx_lean.py)."""
+    return torch.stack((a, b), 2).flatten(1, 2)
 
 
 def _branch(cin: int, cout: int, kernel: int, stride: int, se: bool, extra_dw: bool) -> nn.Sequential:
@@ -102,7 +108,7 @@ class DownUnit(nn.Module):
         self.branch2 = _branch(cin, half, kernel, 2, se, extra_dw)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return channel_shuffle(torch.cat((self.branch1(x), self.branch2(x)), 1), self.out_channels)
+        return concat_shuffle(self.branch1(x), self.branch2(x))
 
 
 class BasicUnit(nn.Module):
@@ -119,6 +125,8 @@ class BasicUnit(nn.Module):
         y = self.branch2(x2)
         if self.residual:
             y = y + x2
+        if 2 * self.branch_channels == self.channels:
+            return concat_shuffle(x1, y)
         return channel_shuffle(torch.cat((x1, y), 1), self.channels)
 
 

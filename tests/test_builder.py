@@ -66,3 +66,12 @@ def test_unequal_split_and_extras_run():
         cfg = ArchConfig.from_dict({**d, **extra})
         with torch.no_grad():
             assert build_model(cfg, 5).eval()(torch.randn(1, 3, 64, 64)).shape == (1, 5)
+
+
+def test_interleave_equals_the_paper_shuffle():
+    from nas.blocks import channel_shuffle, concat_shuffle
+
+    a, b = torch.randn(2, 6, 5, 5), torch.randn(2, 6, 5, 5)
+    assert torch.equal(concat_shuffle(a, b), channel_shuffle(torch.cat((a, b), 1), 12))
+    # the paper's shuffle: output channel 2i is a's i-th, 2i+1 is b's i-th
+    assert torch.equal(concat_shuffle(a, b)[:, 1::2], b)
