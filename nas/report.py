@@ -129,16 +129,15 @@ def print_report(rep: SearchReport, console: "Console") -> None:
     is_acc = acc_name == "accuracy"
     t = Table(title=f"Pareto front of study {rep.study!r} under {', '.join(rep.budgets)} "
                     f"(objective: {rep.objective})", title_justify="left")
-    for col, just in (("#", "right"), ("trial", "right"), ("MFLOPs", "right"), ("params (M)", "right"),
-                      ("latency ms", "right"), ("accuracy %" if is_acc else "score", "right"), ("in budget", "center"),
-                      ("architecture", "left")):
-        t.add_column(col, justify=just)  # type: ignore[arg-type]
+    for col in ("#", "trial", "MFLOPs", "Mparams", "ms", "acc %" if is_acc else "score", "fits"):
+        t.add_column(col, justify="right", no_wrap=True)
+    t.add_column("architecture", overflow="fold")
 
     def lat(r: dict[str, Any]) -> str:
         if r.get("latency_ms") is None:
             return "-"
         u = r.get("latency_uncertainty_ms")
-        return f"{r['latency_ms']:.2f}" + (f" ±{u:.2f}" if u is not None else "")
+        return f"{r['latency_ms']:.3g}" + (f"±{u:.2g}" if u is not None else "")
 
     def acc(r: dict[str, Any]) -> str:
         v = r.get("accuracy") if is_acc else r.get("score")
@@ -151,7 +150,7 @@ def print_report(rep: SearchReport, console: "Console") -> None:
         t.add_section()
         for p in rep.presets:
             beaten = p.get("beaten_by") or []
-            note = p["name"] + (f"  (beaten by trial {', '.join(map(str, beaten[:3]))})" if beaten else "")
+            note = p["name"] + (f" (beaten by trial {', '.join(map(str, beaten[:3]))})" if beaten else "")
             t.add_row("", "preset", _fmt(p.get("mflops"), ".1f"), _fmt((p.get("params") or 0) / 1e6, ".2f"), lat(p),
                       acc(p), "[green]yes[/]" if p.get("feasible") else "[red]no[/]", note)
     console.print(t)
@@ -227,21 +226,29 @@ def plot_report(rep: SearchReport, out_dir: "str | Path") -> list[Path]:
             ax.step([r[key] for r in front], [r[yname] * scale for r in front], where="post", c="#d9480f", lw=1.2)
             ax.scatter([r[key] for r in front], [r[yname] * scale for r in front], s=30, c="#d9480f", zorder=3,
                        label="Pareto front")
+        labelled = False
         for p in rep.presets:
             if p.get(key) is None:
                 continue
-            y = p.get(yname)
-            y = y * scale if y is not None else ax.get_ylim()[0]
-            ax.scatter([p[key]], [y], marker="*", s=140, c="black" if p.get("feasible") else "#777777",
-                       zorder=4, label="ShuffleNetV2 presets" if p is rep.presets[0] else None)
-            ax.annotate(p["name"].removeprefix("shufflenetv2-") + ("" if p.get(yname) is not None else " (untrained)"),
-                        (p[key], y), textcoords="offset points", xytext=(5, 4), fontsize=8)
+            short = p["name"].removeprefix("shufflenetv2-")
+            if p.get(yname) is None:  # no proxy score (not trained): mark where it sits on the x axis only
+                ax.axvline(p[key], ls=":", c="#999999", lw=0.8)
+                ax.annotate(f"{short} (untrained)", (p[key], 1.0), xycoords=("data", "axes fraction"),
+                            rotation=90, va="top", ha="right", fontsize=7, color="#777777")
+                continue
+            ax.scatter([p[key]], [p[yname] * scale], marker="*", s=140, c="black" if p.get("feasible") else "#777777",
+                       zorder=4, label=None if labelled else "ShuffleNetV2 presets")
+            labelled = True
+            ax.annotate(short, (p[key], p[yname] * scale), textcoords="offset points", xytext=(5, 4), fontsize=8)
         for b in budgets:
             if b.metric == metric:
                 ax.axvline(b.limit / unit, ls="--", c="#2b8a3e", lw=1, label=f"budget {b.text}")
+        xs = [r[key] for r in pts] + [p[key] for p in rep.presets if p.get(key) is not None]
+        if min(xs) > 0 and max(xs) / min(xs) > 8:  # presets far beyond the budget: keep the front readable
+            ax.set_xscale("log")
         ax.set_xlabel(label)
         ax.set_ylabel(f"proxy {yname}" + (" (%)" if is_acc else ""))
-        ax.set_title(f"{rep.study}: {len(pts)} trials", fontsize=10)
+        ax.set_title(f"{rep.study}: {len(pts)} completed trials", fontsize=10)
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8, loc="lower right")
         fig.tight_layout()

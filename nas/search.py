@@ -640,9 +640,9 @@ def _is_dead(tag: str) -> bool:
     if host != socket.gethostname() or not pid_s.isdigit():
         return False
     now = _proc_start(int(pid_s))
-    if now is None:
-        return not Path("/proc").is_dir() and not _pid_alive(int(pid_s))
-    return start not in ("?", now)
+    if now is None:  # no such process, or a zombie (exited, not yet reaped)
+        return Path("/proc").is_dir() or not _pid_alive(int(pid_s))
+    return start not in ("?", now)  # the pid now belongs to another process
 
 
 def _pid_alive(pid: int) -> bool:
@@ -740,10 +740,16 @@ class _Worker:
             trial.set_user_attr("worker", self.tag)
         return trial
 
-    def run(self) -> int:
+    def run(self, *, barrier: Any = None) -> int:
         import torch
 
         torch.set_num_threads(self.job.threads)
+        if barrier is not None:  # local workers start claiming together, each with its data loaded
+            self._data()
+            try:
+                barrier.wait(timeout=300)
+            except Exception:  # a sibling failed to start: go on alone
+                pass
         ran = 0
         for _ in range(self.s.n_trials):  # each pass claims one of at most n_trials trials, or stops
             if self.job.deadline is not None and time.time() >= self.job.deadline:
@@ -853,10 +859,10 @@ class _Worker:
         return cb
 
 
-def _worker_main(job: _Job, index: int) -> None:
+def _worker_main(job: _Job, index: int, barrier: Any = None) -> None:
     """Entry point of a worker process (``multiprocessing`` spawn)."""
     try:
-        _Worker(job, index=index).run()
+        _Worker(job, index=index).run(barrier=barrier)
     except KeyboardInterrupt:
         pass
 
@@ -951,7 +957,9 @@ def _run_processes(job: _Job, workers: int, report: Callable[[], None]) -> None:
     import multiprocessing as mp
 
     ctx = mp.get_context("spawn")  # fork after torch/optuna/SQLAlchemy have started threads is unsafe
-    procs = [ctx.Process(target=_worker_main, args=(_with_parent(job), i), daemon=False) for i in range(workers)]
+    barrier = ctx.Barrier(workers)
+    procs = [ctx.Process(target=_worker_main, args=(_with_parent(job), i, barrier), daemon=False)
+             for i in range(workers)]
     for p in procs:
         p.start()
     try:

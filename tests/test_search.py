@@ -1,0 +1,337 @@
+"""The search on a tiny real space at 32 px with a real latency table (onnxruntime), real proxy training on
+the bundled data (a few steps), real Optuna storages (SQLite files, PostgreSQL when reachable) and real
+subprocesses (kill -9 and resume, several workers)."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import uuid
+import warnings
+from pathlib import Path
+
+import optuna
+import pytest
+from optuna.trial import TrialState
+
+from nas.backends import MeasureSettings, get_backend
+from nas.cli import main
+from nas.errors import BudgetError, StorageError, UsageError
+from nas.macs import count_macs
+from nas.proxy import ProxySettings
+from nas.search import (BudgetGuardSampler, SearchSettings, _Scorer, _suggest_config, check_budgets,
+                        default_storage, open_study, search)
+from nas.space import load_space
+from nas.table import build_table, load_table
+from nas.units import parse_budget
+
+REPO = Path(__file__).resolve().parents[1]
+FAST = MeasureSettings(warmup=1, min_repeats=3, max_repeats=10, min_time_s=0.0, rounds=1, retries=0)
+# A few steps on a small slice of the bundled data: real training, ~0.3 s per candidate.
+TINY_PROXY = ProxySettings(steps=4, resolution=16, batch_size=32, train_size=256, val_size=128, reports=2,
+                           bn_recalibration=1, threads=1)
+PG_URL = "postgresql://postgres@127.0.0.1:5432/test"
+BUDGET = "0.13MFLOPs"  # the space spans 0.107 .. 0.150 M MACs (the 1000-class FC is most of it)
+
+SMALL = """
+name = "small"
+resolution = [32]
+stem_channels = [8]
+head_channels = [32, 48]
+[[stages]]
+depth = [1, 2]
+width = [16, 24]
+split_ratio = [0.5]
+se = [false]
+kernel = [3, 5]
+[[stages]]
+depth = [1, 2]
+width = [32]
+split_ratio = [0.5]
+se = [false, true]
+kernel = [3]
+"""
+
+TRIAL_ATTRS = {"config", "macs", "mflops", "params", "latency_ms", "latency_uncertainty_ms", "accuracy",
+               "duration_s", "feasible", "seed"}
+STUDY_ATTRS = {"space_hash", "space", "table", "budgets", "objective", "seed", "nas_version", "proxy", "data"}
+
+
+@pytest.fixture(scope="module")
+def env(tmp_path_factory):
+    d = tmp_path_factory.mktemp("search")
+    (d / "small.toml").write_text(SMALL)
+    space = load_space(d / "small.toml")
+    build_table(space, get_backend("cpu"), out=d / "small.json", settings=FAST, network_settings=FAST,
+                calibration_nets=2)
+    # The same table claiming another space: what `--table` of another space looks like to the loader.
+    doc = json.loads((d / "small.json").read_text())
+    doc["space"]["hash"] = "0" * 64
+    doc["space"]["name"] = "other"
+    (d / "other.json").write_text(json.dumps(doc))
+    return d
+
+
+def _cli(env: Path, out: Path, *extra: str) -> list[str]:
+    return ["search", "--space", str(env / "small.toml"), "--table", str(env / "small.json"), "--budget", BUDGET,
+            "--proxy-steps", "4", "--threads", "1", "--presets", "none", "--out", str(out), *extra]
+
+
+def _finished(study: optuna.Study) -> list[optuna.trial.FrozenTrial]:
+    return [t for t in study.get_trials(deepcopy=False) if t.state.is_finished()]
+
+
+def _settings(n: int, **kw) -> SearchSettings:
+    return SearchSettings(budgets=(parse_budget(BUDGET),), n_trials=n, proxy_settings=TINY_PROXY,
+                          presets="none", **kw)
+
+
+# ----------------------------------------------------------------------------------------- budgets
+def test_feasible_trials_fit_and_over_budget_ones_are_never_trained(env, tmp_path):
+    space = load_space(env / "small.toml")
+    table = load_table(env / "small.json", space=space)
+    out = tmp_path / "run"
+    search(space, settings=_settings(2), study="b", table=table, out_dir=out, threads=1)
+    study = open_study(study="b", storage=None, out_dir=out)
+    largest = space.params_of(space.largest())  # 0.150 M MACs: over the budget
+    study.enqueue_trial(largest)
+    study.enqueue_trial({**largest, "head_channels": 32})
+    res = search(space, settings=_settings(8), study="b", table=table, out_dir=out, threads=1)
+    assert res.n_trials == 8
+    trials = _finished(study)
+    assert len(trials) == len(study.trials) == 8
+    assert set(STUDY_ATTRS) <= set(study.user_attrs) and study.user_attrs["budgets"] == [BUDGET]
+    over = []
+    for t in trials:
+        assert TRIAL_ATTRS <= set(t.user_attrs), t.user_attrs.keys()
+        from nas.arch import ArchConfig
+
+        cfg = ArchConfig.from_dict(t.user_attrs["config"])
+        macs = count_macs(cfg).macs
+        assert macs == t.user_attrs["macs"]
+        if t.user_attrs["feasible"]:
+            assert macs <= 0.13e6 and t.constraints[BUDGET] <= 0
+            assert t.user_attrs["trained"] is True
+        else:
+            over.append(t)
+            assert macs > 0.13e6 and t.constraints[BUDGET] > 0
+            assert t.user_attrs["trained"] is False and "history" not in t.user_attrs
+            assert t.user_attrs["accuracy"] == 0.0 and t.values[0] == 0.0 and "budget" in t.user_attrs["infeasible"]
+    # Exactly the two enqueued networks broke the budget: the guarded sampler proposed none.
+    assert sorted(t.number for t in over) == [2, 3]
+    assert all(t.user_attrs["feasible"] for t in study.best_trials)
+
+
+@pytest.mark.parametrize("sampler", ["tpe", "nsga2", "random"])
+def test_guard_keeps_every_sample_in_a_tight_budget_of_the_default_space(sampler):
+    """150 MFLOPs in a space of 20..2218 MFLOPs: unguarded, most random draws break it."""
+    from nas.search import _base_sampler
+
+    space = load_space()
+    budget = parse_budget("150MFLOPs")
+    sc = _Scorer(space, None, [budget], "flops")
+    base = _base_sampler(sampler, seed=1, n_trials=24)
+    guard = BudgetGuardSampler.create(base, sc.fits, list(space.knobs()), seed=1)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        study = optuna.create_study(directions=["maximize", "minimize"], sampler=guard)
+        macs = []
+        for _ in range(24):
+            trial = study.ask()
+            cfg = _suggest_config(trial, space, seed=1)
+            m = count_macs(cfg).macs
+            macs.append(m)
+            study.tell(trial, [len(cfg.blocks()) / 30.0, m / 1e6])  # a cheap stand-in accuracy: depth
+    assert max(macs) <= 150e6
+    assert sorted(macs)[len(macs) // 2] > 50e6  # not collapsed onto the smallest network (20.5 M)
+
+
+def test_impossible_budget_is_an_error_up_front():
+    space = load_space()
+    with pytest.raises(BudgetError, match="smallest"):
+        check_budgets(space, [parse_budget("10MFLOPs")], None, objective="flops")
+    with pytest.raises(UsageError, match="table"):
+        check_budgets(space, [parse_budget("5ms")], None, objective="flops")
+
+
+# ----------------------------------------------------------------------------------------- bad inputs
+@pytest.mark.parametrize("extra", [
+    ["--budget", "150"],
+    ["--budget", "-5ms"],
+    ["--budget", "150MB"],
+    ["--budget", "0.05MFLOPs"],  # below the smallest network of the space (0.107 M)
+    ["--sampler", "annealing"],
+    ["--table", "OTHER"],
+    ["--storage", "postgresql://nobody@127.0.0.1:1/x"],
+    ["--trials", "0"],
+    ["--workers", "0"],
+], ids=["no-unit", "negative", "unknown-unit", "below-smallest", "sampler", "other-space-table", "storage",
+        "trials", "workers"])
+def test_bad_inputs_are_one_line_exit_2(env, tmp_path, capsys, extra):
+    extra = [str(env / "other.json") if x == "OTHER" else x for x in extra]
+    args = _cli(env, tmp_path / "bad", *extra)
+    if extra[0] == "--budget":  # replace the valid budget
+        i = args.index("--budget")
+        del args[i:i + 2]
+    t0 = time.monotonic()
+    assert main(args) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "Traceback" not in err[0]
+    assert time.monotonic() - t0 < 15  # refused before any training
+
+
+def test_resume_with_other_settings_is_refused_and_missing_study_is_a_storage_error(env, tmp_path):
+    out = tmp_path / "r"
+    assert main(_cli(env, out, "--trials", "2", "--study", "r")) == 0
+    args = _cli(env, out, "--trials", "3", "--study", "r")
+    args[args.index(BUDGET)] = "0.14MFLOPs"
+    assert main(args) == 2
+    with pytest.raises(StorageError):
+        open_study(study="nope", storage=None, out_dir=out)
+    with pytest.raises(StorageError):
+        open_study(study="r", storage=None, out_dir=tmp_path / "missing")
+    assert default_storage(study="r", out_dir=out) == f"sqlite:///{(out / 'study.db').absolute()}"
+
+
+# ----------------------------------------------------------------------------------------- failures, pruning
+def test_diverging_candidates_are_recorded_failed_and_the_search_goes_on(env, tmp_path):
+    space = load_space(env / "small.toml")
+    table = load_table(env / "small.json", space=space)
+    settings = SearchSettings(budgets=(parse_budget(BUDGET),), n_trials=3, presets="none",
+                              proxy_settings=TINY_PROXY.replace(lr=1e12, warmup_fraction=0.0))
+    res = search(space, settings=settings, study="nan", table=table, out_dir=tmp_path, threads=1)
+    study = open_study(study="nan", storage=None, out_dir=tmp_path)
+    assert res.counts["failed"] == 3 and len(study.trials) == 3
+    for t in study.trials:
+        assert t.state == TrialState.FAIL and "loss became" in t.user_attrs["failure"]
+
+
+def test_dominated_candidates_are_pruned_at_a_report_point(env, tmp_path):
+    space = load_space(env / "small.toml")
+    table = load_table(env / "small.json", space=space)
+    search(space, settings=_settings(1), study="p", table=table, out_dir=tmp_path, threads=1)
+    study = open_study(study="p", storage=None, out_dir=tmp_path)
+    # Four completed, faster-than-anything trials that reached 99 % at both report points (steps 2 and 4).
+    cfg = space.smallest()
+    for _ in range(4):
+        study.add_trial(optuna.trial.create_trial(
+            values=[0.99, 0.0], params={}, distributions={},
+            user_attrs={"feasible": True, "history": [[2, 0.99], [4, 0.99]], "config": cfg.to_dict()},
+            system_attrs={"constraints:" + BUDGET: -1.0}))
+    search(space, settings=_settings(7), study="p", table=table, out_dir=tmp_path, threads=1)
+    new = [t for t in study.get_trials(deepcopy=False) if t.number >= 5]
+    assert len(new) == 2
+    for t in new:
+        assert t.state == TrialState.PRUNED and t.user_attrs["pruned"] is True and t.user_attrs["steps"] == 2
+        assert len(t.user_attrs["history"]) == 1
+    assert all(t.state != TrialState.PRUNED for t in study.best_trials)
+
+
+def test_zero_cost_proxy_and_flops_objective_without_a_table(env, tmp_path, capsys):
+    args = ["search", "--space", str(env / "small.toml"), "--budget", BUDGET, "--objective", "flops", "--proxy",
+            "zero-cost", "--trials", "3", "--threads", "1", "--presets", "none", "--out", str(tmp_path), "--json"]
+    assert main(args) == 0
+    doc = json.loads(capsys.readouterr().out)
+    assert doc["metric_names"] == ["score", "mflops"] and doc["pareto"]
+    for row in doc["pareto"]:
+        assert row["score"] is not None and row["latency_ms"] is None and row["mflops"] <= 0.13
+
+
+# ----------------------------------------------------------------------------------------- kill, workers
+def _subprocess_env() -> dict[str, str]:
+    env = dict(os.environ)
+    env["PYTHONPATH"] = str(REPO) + os.pathsep + env.get("PYTHONPATH", "")
+    return env
+
+
+def test_kill_9_then_the_same_command_keeps_every_completed_trial_and_reaches_the_total(env, tmp_path):
+    out = tmp_path / "k"
+    args = _cli(env, out, "--trials", "8", "--study", "k")
+    proc = subprocess.Popen([sys.executable, "-m", "nas", *args], cwd=tmp_path, env=_subprocess_env(),
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    db = out / "study.db"
+    before: dict[int, tuple] = {}
+    try:
+        deadline = time.monotonic() + 90
+        while time.monotonic() < deadline and proc.poll() is None:
+            time.sleep(0.3)
+            if not db.exists():
+                continue
+            try:
+                study = open_study(study="k", storage=None, out_dir=out)
+            except StorageError:
+                continue
+            done = [t for t in study.get_trials(deepcopy=False) if t.state == TrialState.COMPLETE]
+            if len(done) >= 3:
+                break
+        assert proc.poll() is None, proc.stderr.read().decode()[-2000:]
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    study = open_study(study="k", storage=None, out_dir=out)
+    before = {t.number: (t.state, t.values, t.user_attrs.get("config")) for t in study.get_trials()
+              if t.state.is_finished()}
+    assert len(before) >= 3 and len(before) < 8
+    assert main(args) == 0  # the same command again
+    study = open_study(study="k", storage=None, out_dir=out)
+    trials = study.get_trials()
+    assert len(trials) == 8 and sorted(t.number for t in trials) == list(range(8))
+    assert all(t.state.is_finished() for t in trials)
+    after = {t.number: (t.state, t.values, t.user_attrs.get("config")) for t in trials}
+    for n, v in before.items():
+        assert after[n] == v
+    # the trial in flight when the worker was killed is failed, with the reason, and counts toward the total
+    for t in trials:
+        if t.state == TrialState.FAIL:
+            assert "died" in t.user_attrs["failure"]
+
+
+def _check_exact(study: optuna.Study, n: int) -> None:
+    trials = study.get_trials()
+    numbers = [t.number for t in trials]
+    assert len(trials) == n and sorted(numbers) == list(range(n)) and len(set(numbers)) == n
+    assert all(t.state.is_finished() for t in trials)
+    assert len({t.user_attrs["worker"] for t in trials}) == 2  # both workers ran trials
+
+
+# The worker tests use the zero-cost proxy: what they check is the claim protocol, and each spawned worker
+# then starts seconds sooner (no optimizer, so no torch._dynamo import).
+def test_two_workers_on_the_default_storage_finish_with_exactly_n_trials(env, tmp_path):
+    out = tmp_path / "w"
+    assert main(_cli(env, out, "--trials", "6", "--study", "w", "--workers", "2", "--proxy", "zero-cost")) == 0
+    _check_exact(open_study(study="w", storage=None, out_dir=out), 6)
+
+
+def _pg_reachable() -> bool:
+    try:
+        import sqlalchemy as sa
+
+        eng = sa.create_engine(PG_URL.replace("postgresql://", "postgresql+psycopg2://"),
+                               connect_args={"connect_timeout": 2})
+        with eng.connect():
+            return True
+    except Exception:
+        return False
+
+
+@pytest.mark.postgres
+def test_two_workers_on_postgresql_finish_with_exactly_n_trials(env, tmp_path):
+    if not _pg_reachable():
+        pytest.skip(f"PostgreSQL not reachable at {PG_URL}")
+    name = f"nas-test-{uuid.uuid4().hex[:10]}"
+    try:
+        assert main(_cli(env, tmp_path, "--trials", "6", "--study", name, "--workers", "2",
+                         "--proxy", "zero-cost", "--storage", PG_URL)) == 0
+        _check_exact(open_study(study=name, storage=PG_URL), 6)
+    finally:
+        try:
+            optuna.delete_study(study_name=name, storage=PG_URL.replace("postgresql://", "postgresql+psycopg2://"))
+        except Exception:
+            pass
