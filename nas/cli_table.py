@@ -31,6 +31,8 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     b.add_argument("--limit", type=int, default=None, help="measure at most N missing entries this run (tests)")
     b.add_argument("--calibration-nets", type=int, default=12,
                    help="whole networks timed to calibrate the block sum (default 12; 0 = none)")
+    b.add_argument("--no-verify", action="store_true",
+                   help="skip the verify pass (a second measurement of every basic unit, a third where they differ)")
     b.add_argument("--rescale", choices=["paired", "window", "none"], default="paired",
                    help="how times are put on the build's reference speed: each measurement's own ratio to the "
                         "reference probe timed in the same rounds (paired, default), the probe's running median "
@@ -131,7 +133,8 @@ def cmd_build(args: argparse.Namespace) -> int:
         out.unlink()
     with _progress() as progress:
         table = build_table(space, backend, resolution=resolution, out=out, resume=True, progress=progress,
-                            limit=args.limit, calibration_nets=args.calibration_nets, rescale=args.rescale)
+                            limit=args.limit, calibration_nets=args.calibration_nets, rescale=args.rescale,
+                            verify=not args.no_verify)
     cal = table.calibration or {}
     summary = {"table": str(out), "device": table.describe(), "entries": len(table.entries),
                "expected_entries": table.expected_entries, "complete": table.complete,

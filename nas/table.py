@@ -85,13 +85,15 @@ PROBE_ID = "probe/1: conv3x3s2 3-24, 1x1 24-64, dw3x3 64, 1x1 64-128, dw3x3s2 12
 PROBE_SHAPE = (3, 64, 64)
 PROBE_WINDOW_S = 60.0  # running median of probe times within +-60 s: follows drift, averages probe noise
 RESCALE_MODES = ("paired", "window", "none")
+VERIFY_TOLERANCE = 0.04  # a third run when a basic unit's two block/probe ratios differ by > 4 %
 CALIBRATION_SEED = 7919  # calibration draws differ from validate-table's default seed 0
 METHOD = (
     "whole units (split+branches+concat+shuffle) each exported alone (torch.onnx dynamo=False) and timed "
     "with the network's runtime settings, in interleaved rounds with a fixed reference probe; median of "
     "adaptive repeats; clock = thread CPU time at threads=1 (wall / CUDA events otherwise); noisy entries "
-    "re-measured then flagged; times rescaled to the build's median probe time (see probe.rescale); sum "
-    "calibrated on end-to-end networks (model chosen by leave-one-out error)"
+    "re-measured then flagged; basic units (repeated within a network) measured twice, three times if the "
+    "two disagree by > 4 %, median kept; times rescaled to the build's median probe time (see "
+    "probe.rescale); sum calibrated on end-to-end networks (model chosen by leave-one-out error)"
 )
 
 
@@ -175,12 +177,29 @@ class Entry:
     flagged: bool = False
     attempts: int = 1
     ms: float = 0.0
+    # Later measurements of the same block (verify pass), each [t, raw_ms, probe_ms, ratio, spread_pct, n].
+    more: list[list[float]] = field(default_factory=list)
+
+    def runs(self) -> list[tuple[float, float, float, float]]:
+        """Every measurement as (t, raw_ms, probe_ms, ratio), the first one first."""
+        return [(self.t, self.raw_ms, self.probe_ms, self.ratio)] + [(r[0], r[1], r[2], r[3]) for r in self.more]
+
+    def add_run(self, other: "Entry") -> None:
+        self.more.append([round(other.t, 3), _sig(other.raw_ms), _sig(other.probe_ms), _sig(other.ratio),
+                          round(other.spread_pct, 2), other.n])
+        self.flagged = self.flagged and other.flagged  # a clean re-measurement clears the flag
+
+    def disagreement(self) -> float:
+        """Relative range of the runs' block/probe ratios (0 with one run)."""
+        ratios = [r[3] for r in self.runs() if r[3] > 0]
+        return (max(ratios) - min(ratios)) / statistics.median(ratios) if len(ratios) > 1 else 0.0
 
     def to_dict(self) -> dict[str, Any]:
         k = self.key
         return {"ms": _sig(self.ms), "raw_ms": _sig(self.raw_ms), "probe_ms": _sig(self.probe_ms),
                 "ratio": _sig(self.ratio), "spread_pct": round(self.spread_pct, 2),
                 "n": self.n, "t": round(self.t, 3), "flagged": self.flagged, "attempts": self.attempts,
+                **({"more": self.more} if self.more else {}),
                 "key": {"kind": k.kind, "resolution": k.resolution, "in_channels": k.in_channels,
                         "out_channels": k.out_channels, "split_ratio": k.split_ratio, "se": k.se, "kernel": k.kernel,
                         "residual": k.residual, "extra_dw": k.extra_dw}}
@@ -190,7 +209,8 @@ class Entry:
         return cls(key=BlockKey.from_dict(d["key"]), raw_ms=float(d["raw_ms"]), spread_pct=float(d["spread_pct"]),
                    n=int(d["n"]), t=float(d["t"]), probe_ms=float(d.get("probe_ms", 0.0)),
                    ratio=float(d.get("ratio", 0.0)), flagged=bool(d.get("flagged", False)),
-                   attempts=int(d.get("attempts", 1)), ms=float(d.get("ms", d["raw_ms"])))
+                   attempts=int(d.get("attempts", 1)), ms=float(d.get("ms", d["raw_ms"])),
+                   more=[list(map(float, r)) for r in d.get("more", [])])
 
 
 @dataclass
@@ -330,7 +350,8 @@ class LatencyTable:
         self._var.clear()
         self._flagged = {eid for eid, e in self.entries.items() if e.flagged}
         for eid, e in self.entries.items():
-            e.ms = f(e.raw_ms, e.ratio, e.t)
+            # Several runs (verify pass): the median of their rescaled times (mean of two).
+            e.ms = statistics.median(f(raw, ratio, t) for t, raw, _, ratio in e.runs())
             self._ms[eid] = e.ms
             # Standard error of a median ~ 1.253 * sigma / sqrt(n), sigma ~ IQR / 1.349.
             se = 1.253 * (e.spread_pct / 100.0 * e.ms / 1.349) / math.sqrt(max(e.n, 1))
@@ -600,7 +621,8 @@ def build_table(space: "SearchSpace", backend: "Backend", *, resolution: int | N
                 out: "str | Path | None" = None, resume: bool = True, progress: Progress | None = None,
                 num_classes: int = 1000, settings: MeasureSettings | None = None,
                 network_settings: MeasureSettings | None = None, limit: int | None = None,
-                calibration_nets: int = 12, seed: int = CALIBRATION_SEED, rescale: str = "paired") -> LatencyTable:
+                calibration_nets: int = 12, seed: int = CALIBRATION_SEED, rescale: str = "paired",
+                verify: bool = True) -> LatencyTable:
     """Measure every block of ``space`` at ``resolution`` on ``backend``, then calibrate.
 
     Args:
@@ -616,6 +638,8 @@ def build_table(space: "SearchSpace", backend: "Backend", *, resolution: int | N
         calibration_nets: whole networks timed for the calibration once all entries exist.
         seed: seed of the calibration draws.
         rescale: how times are put on the build's reference speed (``window``, ``paired``, ``none``).
+        verify: measure every basic unit (repeated within networks) a second time, and a third where the
+            first two disagree by more than ``VERIFY_TOLERANCE``; the entry is the median of its runs.
 
     Returns:
         The table (complete and calibrated unless ``limit`` stopped it early).
@@ -699,6 +723,23 @@ def build_table(space: "SearchSpace", backend: "Backend", *, resolution: int | N
         save()
     if progress:
         progress("blocks", done0 + len(todo), len(keys), "")
+    if table.complete and verify:
+        # Verify pass: a basic unit repeats up to depth - 1 times in a network, so one entry measured during
+        # a burst of load would be counted many times. Each is measured a second time, minutes after the
+        # first; where the two block/probe ratios differ by more than VERIFY_TOLERANCE, a third time. The
+        # entry is the median of its runs. Resumable: entries carry their runs.
+        for round_, want in (("verify", 2), ("verify-3rd", 3)):
+            again = [k for k in keys if k.kind == "basic" and len(table.entries[k.id].runs()) < want
+                     and (want == 2 or table.entries[k.id].disagreement() > VERIFY_TOLERANCE)]
+            for i, key in enumerate(again):
+                if progress:
+                    progress(round_, i, len(again), key.id)
+                e = _measure_entry(key, backend, probe, num_classes=num_classes, settings=settings)
+                table.entries[key.id].add_run(e)
+                samples.append([round(e.t, 3), _sig(e.probe_ms)])
+                save()
+            if progress and again:
+                progress(round_, len(again), len(again), "")
     if table.complete and calibration_nets > 0:
         # Resumable too: networks already timed (listed in calibration.nets) are not timed again.
         configs = _calibration_configs(space, resolution, calibration_nets, seed)

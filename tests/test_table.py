@@ -71,6 +71,8 @@ def test_build_is_complete_self_describing_and_calibrated(built, tiny_dir):
         assert k in doc
     assert doc["space"]["hash"] == space.hash and doc["identity"]["runtime"] == "onnxruntime"
     assert doc["probe"]["ref_ms"] > 0 and len(doc["probe"]["samples"]) >= 2
+    basics = [e for e in table.entries.values() if e.key.kind == "basic"]
+    assert basics and all(2 <= len(e.runs()) <= 3 for e in basics)  # the verify pass
     cal = doc["calibration"]
     assert cal["model"] in cal["models"] and len(cal["nets"]) == 4
     assert {"none", "offset", "scale"} <= set(cal["models"])
