@@ -247,6 +247,7 @@ class LatencyTable:
     _ms: dict[str, float] = field(default_factory=dict, repr=False)
     _var: dict[str, float] = field(default_factory=dict, repr=False)
     _flagged: set[str] = field(default_factory=set, repr=False)
+    _lines: dict[str, tuple[tuple[Any, ...], str]] = field(default_factory=dict, repr=False)
 
     # -- identity
     @property
@@ -363,8 +364,8 @@ class LatencyTable:
                 pass
 
     # -- file
-    def to_dict(self) -> dict[str, Any]:
-        return {
+    def to_dict(self, *, entries: bool = True) -> dict[str, Any]:
+        d = {
             "schema": SCHEMA,
             "created": self.created,
             "method": METHOD,
@@ -383,8 +384,10 @@ class LatencyTable:
             "probe": self.probe,
             "calibration": self.calibration,
             "validation": self.validation,
-            "entries": {k: e.to_dict() for k, e in self.entries.items()},
         }
+        if entries:
+            d["entries"] = {k: e.to_dict() for k, e in self.entries.items()}
+        return d
 
     def save(self, path: "str | Path | None" = None) -> Path:
         """Write the table atomically (temp file in the same folder, then ``os.replace``).
@@ -398,7 +401,7 @@ class LatencyTable:
         tmp = p.with_name(f".{p.name}.{os.getpid()}.tmp")
         try:
             p.parent.mkdir(parents=True, exist_ok=True)
-            tmp.write_text(_dumps(self.to_dict()))
+            tmp.write_text(self._text())
             os.replace(tmp, p)
         except OSError as e:
             raise TableError(f"{p}: cannot write the table ({e.strerror})") from None
@@ -407,6 +410,23 @@ class LatencyTable:
                 tmp.unlink()
         self.path = p
         return p
+
+    def _text(self) -> str:
+        """The file's text. Entry lines are cached: a build saves after every entry, and re-serialising a
+        thousand unchanged entries each time would cost a minute over a full build."""
+        doc = self.to_dict(entries=False)
+        lines = []
+        for eid, e in self.entries.items():
+            stamp = (e.ms, len(e.more), e.flagged)
+            cached = self._lines.get(eid)
+            if cached is None or cached[0] != stamp:
+                cached = (stamp, f"    {json.dumps(eid)}: {json.dumps(e.to_dict(), separators=(', ', ': '))}")
+                self._lines[eid] = cached
+            lines.append(cached[1])
+        head = _dumps(doc).rstrip()
+        assert head.endswith("}")
+        body = ",\n".join(lines)
+        return head[:-1].rstrip() + ',\n  "entries": {' + (f"\n{body}\n  " if lines else "") + "}\n}\n"
 
     @classmethod
     def from_dict(cls, d: dict[str, Any], *, path: Path | None = None) -> "LatencyTable":
