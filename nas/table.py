@@ -35,6 +35,7 @@ import json
 import math
 import os
 import statistics
+import tempfile
 import time
 from dataclasses import dataclass, field, replace
 from importlib import resources
@@ -75,9 +76,10 @@ DEFAULT_TABLE = "shufflenetv2_cpu_x86_64_t1_b1_r224.json"  # shipped table of th
 
 # Blocks: >= 0.1 s of timed runs (>= 20 runs) each, and as much for the probe, in 10 interleaved rounds (the
 # block/probe ratio is taken per round, so a burst of load from other processes hits both sides of a ratio).
-# One retry only: on a busy machine a retry is as noisy as the first try and doubles the build time.
+# No retry on a wide spread of raw times (it is flagged): on a busy machine the paired ratio is steadier than
+# the raw times and a retry doubled the build time; the verify pass re-measures the repeated units instead.
 BLOCK_SETTINGS = MeasureSettings(warmup=10, min_repeats=20, max_repeats=400, min_time_s=0.1, rounds=10, rewarm=1,
-                                 max_spread_pct=10.0, retries=1)
+                                 max_spread_pct=10.0, retries=0)
 # Whole networks (calibration, validation): 3-300 ms each; >= 10 runs and >= 0.5 s.
 NETWORK_SETTINGS = MeasureSettings(warmup=5, min_repeats=10, max_repeats=200, min_time_s=0.5, rounds=10, rewarm=1,
                                    max_spread_pct=10.0, retries=1)
@@ -91,7 +93,7 @@ METHOD = (
     "whole units (split+branches+concat+shuffle) each exported alone (torch.onnx dynamo=False) and timed "
     "with the network's runtime settings, in interleaved rounds with a fixed reference probe; median of "
     "adaptive repeats; clock = thread CPU time at threads=1 (wall / CUDA events otherwise); noisy entries "
-    "re-measured then flagged; basic units (repeated within a network) measured twice, three times if the "
+    "flagged; basic units (repeated within a network) measured twice, three times if the "
     "two disagree by > 4 %, median kept; times rescaled to the build's median probe time (see "
     "probe.rescale); sum calibrated on end-to-end networks (model chosen by leave-one-out error)"
 )
@@ -604,12 +606,23 @@ def measure_network(config: ArchConfig, backend: "Backend", *, num_classes: int 
 
 
 def _measure_entry(key: BlockKey, backend: "Backend", probe: Any, *, num_classes: int,
-                   settings: MeasureSettings) -> Entry:
+                   settings: MeasureSettings, cache: Path | None = None) -> Entry:
+    """Time one block paired with the probe. With ``cache``, a basic unit's exported form is kept there for
+    the verify pass (exporting is a fifth of the time per entry)."""
     from nas.builder import build_block
 
+    shape = (key.in_channels, key.resolution, key.resolution)
+    cached = cache / f"{key.id}.onnx" if cache is not None and key.kind == "basic" else None
+    if cached is not None and cached.exists():
+        model: Any = cached.read_bytes()
+    else:
+        model = build_block(key, num_classes=num_classes)
+        if cached is not None:
+            model = backend.portable(model, input_shape=shape)
+            if isinstance(model, (bytes, bytearray)):
+                cached.write_bytes(model)
     t = time.time()
-    m, probe_ms, ratio = _paired(backend, probe, build_block(key, num_classes=num_classes),
-                                 (key.in_channels, key.resolution, key.resolution), settings)
+    m, probe_ms, ratio = _paired(backend, probe, model, shape, settings)
     return Entry(key=key, raw_ms=m.median_ms, spread_pct=m.spread_pct, n=m.n, t=t, probe_ms=probe_ms, ratio=ratio,
                  flagged=m.flagged, attempts=m.attempts, ms=m.median_ms)
 
@@ -734,10 +747,13 @@ def build_table(space: "SearchSpace", backend: "Backend", *, resolution: int | N
         if out_path is not None:
             table.save(out_path)
 
+    # Exported basic units wait here for the verify pass (~200 MB for the default space; deleted at the end).
+    cache_dir = tempfile.TemporaryDirectory(prefix="nas-table-") if verify else None
+    cache = Path(cache_dir.name) if cache_dir is not None else None
     for i, key in enumerate(todo):
         if progress:
             progress("blocks", done0 + i, len(keys), key.id)
-        e = _measure_entry(key, backend, probe, num_classes=num_classes, settings=settings)
+        e = _measure_entry(key, backend, probe, num_classes=num_classes, settings=settings, cache=cache)
         table.entries[key.id] = e
         samples.append([round(e.t, 3), _sig(e.probe_ms)])
         save()
@@ -754,12 +770,14 @@ def build_table(space: "SearchSpace", backend: "Backend", *, resolution: int | N
             for i, key in enumerate(again):
                 if progress:
                     progress(round_, i, len(again), key.id)
-                e = _measure_entry(key, backend, probe, num_classes=num_classes, settings=settings)
+                e = _measure_entry(key, backend, probe, num_classes=num_classes, settings=settings, cache=cache)
                 table.entries[key.id].add_run(e)
                 samples.append([round(e.t, 3), _sig(e.probe_ms)])
                 save()
             if progress and again:
                 progress(round_, len(again), len(again), "")
+    if cache_dir is not None:
+        cache_dir.cleanup()
     if table.complete and calibration_nets > 0:
         # Resumable too: networks already timed (listed in calibration.nets) are not timed again.
         configs = _calibration_configs(space, resolution, calibration_nets, seed)
