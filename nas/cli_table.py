@@ -32,7 +32,8 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     b.add_argument("--calibration-nets", type=int, default=12,
                    help="whole networks timed to calibrate the block sum (default 12; 0 = none)")
     b.add_argument("--no-verify", action="store_true",
-                   help="skip the verify pass (a second measurement of every basic unit, a third where they differ)")
+                   help="skip the verify pass (a second measurement of every basic unit and flagged entry, a third where "
+                        "the two differ)")
     b.add_argument("--rescale", choices=["paired", "window", "none"], default="paired",
                    help="how times are put on the build's reference speed: each measurement's own ratio to the "
                         "reference probe timed in the same rounds (paired, default), the probe's running median "

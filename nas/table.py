@@ -92,9 +92,9 @@ CALIBRATION_SEED = 7919  # calibration draws differ from validate-table's defaul
 METHOD = (
     "whole units (split+branches+concat+shuffle) each exported alone (torch.onnx dynamo=False) and timed "
     "with the network's runtime settings, in interleaved rounds with a fixed reference probe; median of "
-    "adaptive repeats; clock = thread CPU time at threads=1 (wall / CUDA events otherwise); noisy entries "
-    "flagged; basic units (repeated within a network) measured twice, three times if the "
-    "two disagree by > 4 %, median kept; times rescaled to the build's median probe time (see "
+    "adaptive repeats; clock = thread CPU time at threads=1 (wall / CUDA events otherwise); entries whose "
+    "per-round block/probe ratios spread > max_spread_pct flagged; basic units (repeated within a network) "
+    "and flagged entries measured twice, three times if the two disagree by > 4 %, median kept; times rescaled to the build's median probe time (see "
     "probe.rescale); sum calibrated on end-to-end networks (model chosen by leave-one-out error)"
 )
 
@@ -150,12 +150,22 @@ def _rescaled(raw_ms: float, ratio: float | None, t: float, *, timeline: _Timeli
 
 def _paired(backend: "Backend", probe: Any, model: Any, input_shape: tuple[int, ...],
             settings: MeasureSettings) -> tuple[Measurement, float, float]:
-    """Time ``model`` in interleaved rounds with the probe: (measurement, probe median ms, block/probe ratio)."""
+    """Time ``model`` in interleaved rounds with the probe.
+
+    Returns:
+        (measurement of the model, probe median ms, block/probe ratio = median of the per-round ratios). The
+        measurement's ``flagged`` is recomputed from the spread of the per-round ratios (the quantity the
+        table uses), not of the raw times, which a busy machine widens on both sides of the ratio alike.
+    """
     mp, mb = backend.measure_many([probe, model], input_shapes=[PROBE_SHAPE, input_shape], settings=settings)
-    pairs = list(zip(mb.round_medians_ms, mp.round_medians_ms))
-    ratio = (statistics.median(b / p for b, p in pairs if p > 0) if pairs and len(mb.round_medians_ms) ==
-             len(mp.round_medians_ms) else mb.median_ms / mp.median_ms)
-    return mb, mp.median_ms, ratio
+    if mb.round_medians_ms and len(mb.round_medians_ms) == len(mp.round_medians_ms):
+        ratios = sorted(b / p for b, p in zip(mb.round_medians_ms, mp.round_medians_ms) if p > 0)
+        ratio = statistics.median(ratios)
+        q1, q3 = ratios[len(ratios) // 4], ratios[(3 * len(ratios)) // 4]
+        flagged = len(ratios) >= 4 and 100.0 * (q3 - q1) / ratio > settings.max_spread_pct
+    else:  # a backend that reports no rounds
+        ratio, flagged = mb.median_ms / mp.median_ms, mb.flagged
+    return replace(mb, flagged=flagged), mp.median_ms, ratio
 
 
 # --------------------------------------------------------------------------- the file
@@ -671,8 +681,9 @@ def build_table(space: "SearchSpace", backend: "Backend", *, resolution: int | N
         calibration_nets: whole networks timed for the calibration once all entries exist.
         seed: seed of the calibration draws.
         rescale: how times are put on the build's reference speed (``window``, ``paired``, ``none``).
-        verify: measure every basic unit (repeated within networks) a second time, and a third where the
-            first two disagree by more than ``VERIFY_TOLERANCE``; the entry is the median of its runs.
+        verify: measure every basic unit (repeated within networks) and every flagged entry a second time,
+            and a third where the first two disagree by more than ``VERIFY_TOLERANCE``; the entry is the
+            median of its runs.
 
     Returns:
         The table (complete and calibrated unless ``limit`` stopped it early).
@@ -762,10 +773,12 @@ def build_table(space: "SearchSpace", backend: "Backend", *, resolution: int | N
     if table.complete and verify:
         # Verify pass: a basic unit repeats up to depth - 1 times in a network, so one entry measured during
         # a burst of load would be counted many times. Each is measured a second time, minutes after the
-        # first; where the two block/probe ratios differ by more than VERIFY_TOLERANCE, a third time. The
-        # entry is the median of its runs. Resumable: entries carry their runs.
+        # first, and so is every flagged entry (noisy block/probe ratio); where the two ratios differ by more
+        # than VERIFY_TOLERANCE, a third time. The entry is the median of its runs (a clean run clears the
+        # flag). Resumable: entries carry their runs.
         for round_, want in (("verify", 2), ("verify-3rd", 3)):
-            again = [k for k in keys if k.kind == "basic" and len(table.entries[k.id].runs()) < want
+            again = [k for k in keys if (k.kind == "basic" or table.entries[k.id].flagged)
+                     and len(table.entries[k.id].runs()) < want
                      and (want == 2 or table.entries[k.id].disagreement() > VERIFY_TOLERANCE)]
             for i, key in enumerate(again):
                 if progress:
