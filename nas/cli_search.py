@@ -51,7 +51,7 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     s.add_argument("--storage", help="Optuna storage URL, e.g. postgresql://user@host/db or sqlite:///x.db "
                                      "(default: sqlite in the --out folder)")
     s.add_argument("--out", help="results folder (default: runs/<study>)")
-    s.add_argument("--workers", type=int, default=1, help="worker processes on this machine (default 1)")
+    s.add_argument("--workers", type=int, help="worker processes on this machine (default 1; --quick: up to 2)")
     s.add_argument("--sampler", choices=["tpe", "nsga2", "random"], default="tpe",
                    help="Optuna sampler (default tpe, Optuna's multi-objective default)")
     s.add_argument("--objective", choices=["latency", "flops"], default="latency",
@@ -61,7 +61,8 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
                    help="accuracy signal: short training (default) or the zero-cost NASWOT score")
     s.add_argument("--proxy-preset", default="quick", help="proxy budget: quick (default), standard, reference")
     s.add_argument("--proxy-steps", type=int, help="override the proxy's optimizer steps per candidate")
-    s.add_argument("--threads", type=int, help="torch threads per worker (default: cores / workers)")
+    s.add_argument("--threads", type=int, help="torch threads per worker (default 1: several threads per process "
+                                               "spin-wait and slow down badly on a shared machine; add workers)")
     s.add_argument("--device", default="cpu", help="where the proxy trains: cpu (default) or cuda")
     s.add_argument("--presets", choices=["all", "feasible", "none"],
                    help="which ShuffleNetV2 presets get a proxy accuracy for reference (default all; --quick: "
@@ -99,9 +100,10 @@ def _settings(args: argparse.Namespace, space: Any) -> Any:
         ps = ps.replace(steps=steps)
     trials = args.trials if args.trials is not None else (QUICK_TRIALS if args.quick else DEFAULT_TRIALS)
     presets = args.presets or ("feasible" if args.quick else "all")
+    workers = args.workers if args.workers is not None else (min(2, os.cpu_count() or 1) if args.quick else 1)
     return SearchSettings(budgets=budgets, n_trials=trials, objective=args.objective, sampler=args.sampler,
                           seed=args.seed, proxy=args.proxy, proxy_settings=ps, data=args.data,
-                          timeout_s=args.timeout, workers=args.workers, device=args.device,
+                          timeout_s=args.timeout, workers=workers, device=args.device,
                           prune=not args.no_prune, presets=presets)
 
 

@@ -129,7 +129,9 @@ def print_report(rep: SearchReport, console: "Console") -> None:
     is_acc = acc_name == "accuracy"
     t = Table(title=f"Pareto front of study {rep.study!r} under {', '.join(rep.budgets)} "
                     f"(objective: {rep.objective})", title_justify="left")
-    for col in ("#", "trial", "MFLOPs", "Mparams", "ms", "acc %" if is_acc else "score", "fits"):
+    has_lat = any(r.get("latency_ms") is not None for r in [*rep.pareto, *rep.presets])
+    cols = ["#", "trial", "MFLOPs", "Mparams", *(["ms"] if has_lat else []), "acc %" if is_acc else "score", "fits"]
+    for col in cols:
         t.add_column(col, justify="right", no_wrap=True)
     t.add_column("architecture", overflow="fold")
 
@@ -145,14 +147,15 @@ def print_report(rep: SearchReport, console: "Console") -> None:
 
     for i, r in enumerate(rep.pareto, 1):
         t.add_row(str(i), str(r["trial"]), _fmt(r.get("mflops"), ".1f"), _fmt((r.get("params") or 0) / 1e6, ".2f"),
-                  lat(r), acc(r), "[green]yes[/]", r.get("config_string") or "")
+                  *([lat(r)] if has_lat else []), acc(r), "[green]yes[/]", r.get("config_string") or "")
     if rep.presets:
         t.add_section()
         for p in rep.presets:
             beaten = p.get("beaten_by") or []
             note = p["name"] + (f" (beaten by trial {', '.join(map(str, beaten[:3]))})" if beaten else "")
-            t.add_row("", "preset", _fmt(p.get("mflops"), ".1f"), _fmt((p.get("params") or 0) / 1e6, ".2f"), lat(p),
-                      acc(p), "[green]yes[/]" if p.get("feasible") else "[red]no[/]", note)
+            t.add_row("", "preset", _fmt(p.get("mflops"), ".1f"), _fmt((p.get("params") or 0) / 1e6, ".2f"),
+                      *([lat(p)] if has_lat else []), acc(p), "[green]yes[/]" if p.get("feasible") else "[red]no[/]",
+                      note)
     console.print(t)
     c = rep.counts
     console.print(f"{c.get('total', 0)} trials: {c['complete']} complete, {c['infeasible']} over budget (not "
@@ -218,34 +221,44 @@ def plot_report(rep: SearchReport, out_dir: "str | Path") -> list[Path]:
         ok = [r for r in pts if r.get("feasible") is not False]
         bad = [r for r in pts if r.get("feasible") is False]
         ax.scatter([r[key] for r in ok], [r[yname] * scale for r in ok], s=14, c="#9aa5b1", label="trials")
-        if bad:
-            ax.scatter([r[key] for r in bad], [r[yname] * scale for r in bad], s=14, marker="x", c="#e0a0a0",
-                       label="over budget (not trained)")
+        if bad:  # never trained: no accuracy; marked along the bottom edge so they do not stretch the y axis
+            ax.scatter([r[key] for r in bad], [0.02] * len(bad), s=14, marker="x", c="#e03131",
+                       transform=ax.get_xaxis_transform(), label="over budget (not trained)")
         front = sorted((r for r in rep.pareto if r.get(key) is not None), key=lambda r: r[key])
         if front:
             ax.step([r[key] for r in front], [r[yname] * scale for r in front], where="post", c="#d9480f", lw=1.2)
             ax.scatter([r[key] for r in front], [r[yname] * scale for r in front], s=30, c="#d9480f", zorder=3,
                        label="Pareto front")
         labelled = False
+        untrained: dict[float, list[str]] = {}  # x -> names: 2.0x and 2.0x-se sit on one line, one label
         for p in rep.presets:
             if p.get(key) is None:
                 continue
             short = p["name"].removeprefix("shufflenetv2-")
             if p.get(yname) is None:  # no proxy score (not trained): mark where it sits on the x axis only
-                ax.axvline(p[key], ls=":", c="#999999", lw=0.8)
-                ax.annotate(f"{short} (untrained)", (p[key], 1.0), xycoords=("data", "axes fraction"),
-                            rotation=90, va="top", ha="right", fontsize=7, color="#777777")
+                x = next((u for u in untrained if abs(u - p[key]) <= 0.02 * u), p[key])
+                untrained.setdefault(x, []).append(short)
                 continue
             ax.scatter([p[key]], [p[yname] * scale], marker="*", s=140, c="black" if p.get("feasible") else "#777777",
                        zorder=4, label=None if labelled else "ShuffleNetV2 presets")
             labelled = True
             ax.annotate(short, (p[key], p[yname] * scale), textcoords="offset points", xytext=(5, 4), fontsize=8)
+        for x, names in untrained.items():
+            ax.axvline(x, ls=":", c="#999999", lw=0.8)
+            ax.annotate(f"{', '.join(names)} (untrained)", (x, 1.0), xycoords=("data", "axes fraction"), rotation=90,
+                        va="top", ha="right", fontsize=7, color="#777777")
         for b in budgets:
             if b.metric == metric:
                 ax.axvline(b.limit / unit, ls="--", c="#2b8a3e", lw=1, label=f"budget {b.text}")
-        xs = [r[key] for r in pts] + [p[key] for p in rep.presets if p.get(key) is not None]
-        if min(xs) > 0 and max(xs) / min(xs) > 8:  # presets far beyond the budget: keep the front readable
+        xs = [r[key] for r in ok] + [p[key] for p in rep.presets if p.get(key) is not None]
+        if xs and min(xs) > 0 and max(xs) / min(xs) > 8:  # presets far beyond the budget: keep the front readable
+            from matplotlib.ticker import ScalarFormatter
+
             ax.set_xscale("log")
+            for axis in (ax.xaxis.set_major_formatter, ax.xaxis.set_minor_formatter):
+                fmt = ScalarFormatter()
+                fmt.set_scientific(False)
+                axis(fmt)
         ax.set_xlabel(label)
         ax.set_ylabel(f"proxy {yname}" + (" (%)" if is_acc else ""))
         ax.set_title(f"{rep.study}: {len(pts)} completed trials", fontsize=10)

@@ -900,7 +900,7 @@ def search(space: "SearchSpace", *, settings: SearchSettings, study: str, table:
         storage: an Optuna storage URL (``sqlite:///...``, ``postgresql://...``) or an SQLite path;
             None = :func:`default_storage` under ``out_dir``.
         out_dir: the results folder (default ``runs/<study>``).
-        threads: torch threads per worker (default: CPU cores / workers, at least 1).
+        threads: torch threads per worker (default 1; see the comment in the code: use workers for cores).
         progress: called with a :class:`SearchStatus` after each trial (one worker) or about once a
             second (several), and while presets are scored.
 
@@ -928,8 +928,10 @@ def search(space: "SearchSpace", *, settings: SearchSettings, study: str, table:
     _create_or_load(url, study, attrs)
     start = time.time()
     deadline = start + settings.timeout_s if settings.timeout_s else None
-    cores = os.cpu_count() or 1
-    threads = threads or max(1, cores // settings.workers)
+    # One torch thread per worker by default: oneDNN's threads spin-wait at every barrier, and with other
+    # processes on the cores a 40-step proxy run of ShuffleNetV2 1x took 310 s at 2 threads vs 21-28 s at 1
+    # (2-core VM under load). More cores are used with more workers, which are immune to that.
+    threads = threads or 1
     job = _Job(space=space, table=table, settings=settings, study=study, url=url, threads=threads,
                deadline=deadline)
     view = open_study(study=study, storage=url)
@@ -943,7 +945,7 @@ def search(space: "SearchSpace", *, settings: SearchSettings, study: str, table:
         _Worker(job, index=0, on_trial=report).run()
     else:
         _run_processes(job, settings.workers, report)
-    presets = score_presets(view, space=space, table=table, settings=settings, threads=cores,
+    presets = score_presets(view, space=space, table=table, settings=settings, threads=threads,
                             progress=lambda msg: report("presets", msg))
     report("done")
     st = _status(view, settings.n_trials)
