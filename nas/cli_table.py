@@ -260,10 +260,19 @@ def plot_validation(fig: dict[str, Any], path: Path, *, title: str = "") -> Path
     a1.scatter(meas, pred, s=14)
     a1.set(xlabel="measured latency (ms, rescaled to build speed)", ylabel="predicted latency (ms)",
            title=f"table: MAPE {fig['mape_pct']:.1f} %, ±5 %: {fig['within_5_pct']:.0f} %, τ {fig['kendall_tau']:.3f}")
+    a1.set(xscale="log", yscale="log")  # 2-300 ms: a log scale shows every network's relative error alike
     a1.legend(loc="upper left")
     a2.scatter(meas, macs, s=14, color="tab:orange")
+    a2.set(xscale="log", yscale="log")
     a2.set(xlabel="measured latency (ms)", ylabel="MFLOPs (mult-adds)",
            title=f"MACs: τ {fig['kendall_tau_macs']:.3f}")
+    from matplotlib.ticker import LogLocator, NullFormatter, ScalarFormatter
+
+    for ax in (a1, a2):  # plain numbers at 1-2-5 steps on the log axes, no crowded minor labels
+        for axis in (ax.xaxis, ax.yaxis):
+            axis.set_major_locator(LogLocator(subs=(1.0, 2.0, 5.0)))
+            axis.set_major_formatter(ScalarFormatter())
+            axis.set_minor_formatter(NullFormatter())
     f.suptitle(f"{title}\n{fig['samples']} random networks, drift {fig['drift_pct']:+.1f} %", fontsize=9)
     f.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
