@@ -19,17 +19,18 @@ SAMPLES=${SAMPLES:-50}
 SEED=${SEED:-0}
 PLOT=${PLOT:-${OUT%.json}.png}
 RES=${RESOLUTION:-224}
+LOGS=$(mktemp -d)  # the commands' JSON output (not next to the table: latency_tables/*.json ship in the wheel)
 
 echo "load average (1, 5, 15 min): $(cut -d' ' -f1-3 /proc/loadavg)  (should be well below 1 on a quiet machine)" >&2
 t0=$(date +%s)
 $PY -m nas build-latency-table --device cpu --threads 1 --batch 1 --resolution "$RES" \
-    ${SPACE:+--space "$SPACE"} --out "$OUT" --json > "${OUT%.json}.build.json"
+    ${SPACE:+--space "$SPACE"} --out "$OUT" --json > "$LOGS/build.json"
 t1=$(date +%s)
-$PY -m nas validate-table "$OUT" --samples "$SAMPLES" --seed "$SEED" --plot "$PLOT" --json > "${OUT%.json}.validation.json"
+$PY -m nas validate-table "$OUT" --samples "$SAMPLES" --seed "$SEED" --plot "$PLOT" --json > "$LOGS/validation.json"
 t2=$(date +%s)
 echo "load average after: $(cut -d' ' -f1-3 /proc/loadavg)" >&2
 
-$PY - "$OUT" "${OUT%.json}.build.json" "${OUT%.json}.validation.json" "$((t1 - t0))" "$((t2 - t1))" <<'PYEOF'
+$PY - "$OUT" "$LOGS/build.json" "$LOGS/validation.json" "$((t1 - t0))" "$((t2 - t1))" <<'PYEOF'
 import json, sys
 out, build_f, val_f, build_wall, val_wall = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4]), int(sys.argv[5])
 b, v = json.load(open(build_f)), json.load(open(val_f))
@@ -49,3 +50,4 @@ for mode, m in v["modes"].items():
 ok = v["within_5_pct"] >= 90 and v["kendall_tau"] >= 0.9
 print("acceptance:  ", "PASS" if ok else "FAIL", "(>= 90 % within ±5 % and tau >= 0.9)")
 PYEOF
+rm -rf "$LOGS"

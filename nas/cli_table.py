@@ -213,6 +213,8 @@ def cmd_validate(args: argparse.Namespace) -> int:
         table.set_rescale(args.rescale)
     ident = table.identity
     runtime = ident.get("backend")
+    if runtime == "remote" and not args.remote:
+        raise UsageError(f"{args.table}: measured through a board agent; pass --remote HOST:PORT of that board")
     backend = get_backend(ident.get("device", "cpu"), threads=table.threads, batch=table.batch, remote=args.remote,
                           token=_token(args), runtime=None if args.remote else runtime)
     with _progress() as progress:
