@@ -16,7 +16,8 @@ They are compared by
    the table's backend (onnxruntime CPU, its threads and batch), interleaved with the table's reference probe,
    and reported both raw and rescaled to the table's reference speed.
 
-Each search is an ordinary study in ``--out`` (SQLite): re-running resumes instead of retraining. Needs the
+All three draw the same seeded initial design (TPE's first 10 trials are random draws under the same guard and
+seed), so they differ only by what guides the later trials. Each search is an ordinary study in ``--out`` (SQLite): re-running resumes instead of retraining. Needs the
 shipped table (``latency_tables/``); ~15 min on the 2-core VM at the defaults (24 trials x 3, 40 proxy steps).
 
     /work/venv/bin/python benchmarks/bench_search_guidance.py [--trials 24] [--seed 0] [--proxy-steps 40]
@@ -154,7 +155,7 @@ def main() -> int:
         b = r["best"]
         meas = "-" if b is None else (f"{b['measured_ms']:.2f}" + (f" ({b['measured_rescaled_ms']:.2f} rescaled)"
                                                                    if b["measured_rescaled_ms"] else ""))
-        print(f"| {key} | {len(r['trials'])} | {r["hypervolume_latency"]:.4g} | {r["hypervolume_mflops"]:.4g} | "
+        print(f"| {key} | {len(r['trials'])} | {r['hypervolume_latency']:.4g} | {r['hypervolume_mflops']:.4g} | "
               f"{r['qualifying']} | {meas} | {'-' if b is None else format(b['accuracy'], '.3f')} | "
               f"{'-' if b is None else format(b['mflops'], '.1f')} |")
     print(f"(hypervolume reference: accuracy {CHANCE}, latency {ref_cost:.2f} ms / {args.budget}; "

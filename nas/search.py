@@ -240,7 +240,7 @@ def _make_storage(url: str, *, create: bool) -> "optuna.storages.RDBStorage":
                 # WAL: the live view's reads do not block the workers' writes; durable across kill -9.
                 with sqlite3.connect(db, timeout=SQLITE_TIMEOUT_S) as con:
                     con.execute("PRAGMA journal_mode=WAL")
-            except (OSError, Exception) as e:  # sqlite3.Error is not an OSError
+            except Exception as e:  # OSError, sqlite3.Error (not an OSError): unwritable folder, not a database
                 raise StorageError(f"--storage {url}: cannot open the database ({e})") from None
         kwargs["connect_args"] = {"timeout": SQLITE_TIMEOUT_S}
     elif url.startswith("postgresql") or url.startswith("mysql"):
