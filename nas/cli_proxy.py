@@ -15,7 +15,7 @@ def _add_common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--data", default="bundled",
                    help="bundled (default) | fashion-mnist[:DIR] | cifar10:DIR | cifar100:DIR | folder:DIR")
     p.add_argument("--budget", default="quick", help="proxy preset: quick (default), standard, reference")
-    p.add_argument("--resolution", type=int, help="input size in pixels (default: the preset's, 32)")
+    p.add_argument("--resolution", type=int, help="input size in pixels (default: the preset's, 64)")
     p.add_argument("--stem", choices=("imagenet", "cifar"), help="stem of the proxy network (default: imagenet)")
     p.add_argument("--seed", type=int, default=0, help="seeds init, batch order and augmentation")
     p.add_argument("--threads", type=int, help="torch threads (default: torch's current setting)")

@@ -29,11 +29,14 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
                         "file matches)")
     b.add_argument("--overwrite", action="store_true", help="discard an existing --out and start over")
     b.add_argument("--limit", type=int, default=None, help="measure at most N missing entries this run (tests)")
-    b.add_argument("--calibration-nets", type=int, default=12,
-                   help="whole networks timed to calibrate the block sum (default 12; 0 = none)")
+    b.add_argument("--calibration-nets", type=int, default=30,
+                   help="whole networks timed to calibrate the block sum (default 30; 0 = none)")
     b.add_argument("--no-verify", action="store_true",
                    help="skip the verify pass (a second measurement of every basic unit and flagged entry, a third where "
                         "the two differ)")
+    b.add_argument("--no-cold", action="store_true",
+                   help="skip the cold-weights pass (blocks with > 256 KiB of weights timed as copies that evict each "
+                        "other's weights, for networks too big for the last-level cache)")
     b.add_argument("--rescale", choices=["paired", "window", "none"], default="paired",
                    help="how times are put on the build's reference speed: each measurement's own ratio to the "
                         "reference probe timed in the same rounds (paired, default), the probe's running median "
@@ -73,8 +76,11 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     v.set_defaults(func=cmd_validate)
 
 
-def default_out(space_name: str, device: str, threads: int, batch: int, resolution: int) -> Path:
-    arch = platform.machine().lower() or "unknown"
+def default_out(space_name: str, device: str, threads: int, batch: int, resolution: int,
+                arch: str | None = None) -> Path:
+    """``latency_tables/<space>_<device>_<arch>_t<threads>_b<batch>_r<resolution>.json``; ``arch`` is the
+    measuring machine's (a board agent's, for a remote table), this host's by default."""
+    arch = (arch or platform.machine()).lower() or "unknown"
     return Path("latency_tables") / f"{space_name}_{device}_{arch}_t{threads}_b{batch}_r{resolution}.json"
 
 
@@ -129,13 +135,14 @@ def cmd_build(args: argparse.Namespace) -> int:
         raise UsageError(f"--resolution: the space has several {list(space.resolution)}; pick one")
     backend = get_backend(args.device, threads=args.threads, batch=batch, remote=args.remote, token=_token(args),
                           runtime=args.runtime)
-    out = Path(args.out) if args.out else default_out(space.name, args.device, args.threads, batch, resolution)
+    out = Path(args.out) if args.out else default_out(space.name, args.device, args.threads, batch, resolution,
+                                                      arch=backend.identity().get("arch"))
     if args.overwrite and out.exists():
         out.unlink()
     with _progress() as progress:
         table = build_table(space, backend, resolution=resolution, out=out, resume=True, progress=progress,
                             limit=args.limit, calibration_nets=args.calibration_nets, rescale=args.rescale,
-                            verify=not args.no_verify)
+                            verify=not args.no_verify, cold=not args.no_cold)
     cal = table.calibration or {}
     summary = {"table": str(out), "device": table.describe(), "entries": len(table.entries),
                "expected_entries": table.expected_entries, "complete": table.complete,
@@ -143,6 +150,8 @@ def cmd_build(args: argparse.Namespace) -> int:
                "build_seconds": round(table.build_seconds, 1), "probe_ref_ms": table.probe.get("ref_ms"),
                "calibration_model": cal.get("model"), "calibration_scale": cal.get("scale"),
                "calibration_per_block_ms": cal.get("per_block_ms"),
+               "calibration_cold_from_mb": cal.get("cold_from_mb"), "calibration_cold_full_mb": cal.get("cold_full_mb"),
+               "cold_entries": sum(e.cold is not None for e in table.entries.values()),
                "calibration_loo_mape_pct": (cal.get("models") or {}).get(cal.get("model"), {}).get("loo_mape_pct")}
     if args.json:
         from nas.cli import print_json
@@ -159,6 +168,9 @@ def cmd_build(args: argparse.Namespace) -> int:
     if cal.get("model"):
         c.print(f"  calibration: {cal['model']} (scale {cal['scale']:.4f}, {cal['per_block_ms']:+.4f} ms/block), "
                 f"leave-one-out error {summary['calibration_loo_mape_pct']:.2f} % on {len(cal.get('nets', []))} nets")
+        if cal.get("cold_from_mb") is not None:
+            c.print(f"  cold-weights blend from {cal['cold_from_mb']:g} MB (full at {cal['cold_full_mb']:g} MB) of "
+                    f"network weights; {summary['cold_entries']} entries timed cold")
     if not table.complete:
         c.print("  re-run the same command to measure the rest")
     return 0

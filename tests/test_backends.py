@@ -70,6 +70,8 @@ def test_unknown_runtime_and_bad_arguments():
         get_backend("tpu")  # type: ignore[arg-type]
     with pytest.raises(UsageError):
         get_backend("cpu", threads=0)
+    with pytest.raises(UsageError, match="--runtime onnxruntime"):  # a board agent has its own runtime
+        get_backend("arm", remote="127.0.0.1:1", runtime="onnxruntime")
     with pytest.raises(UsageError):
         MeasureSettings(min_repeats=10, max_repeats=5)
     with pytest.raises(UsageError):

@@ -27,7 +27,7 @@ from test_data import write_folder  # tests/ is on sys.path (pytest rootdir-rela
 TINY = ArchConfig(stages=(StageConfig(1, 16), StageConfig(2, 32), StageConfig(1, 64)), stem_channels=8,
                   head_channels=64, name="tiny")
 FAST = ProxySettings(steps=6, train_size=256, val_size=100, batch_size=32, reports=2, bn_recalibration=1,
-                     threads=1)
+                     resolution=32, threads=1)
 
 
 def test_same_seed_same_accuracy():

@@ -258,3 +258,63 @@ def test_kill_9_loses_at_most_the_entry_in_flight_and_resume_measures_only_the_r
     for k, e in before.items():  # nothing already measured was measured again
         assert after[k]["t"] == e["t"] and after[k]["raw_ms"] == e["raw_ms"]
     assert not list(tmp_path.glob(".killed.json.*.tmp"))  # a temp file of the killed run is cleaned up
+
+
+# --------------------------------------------------------------------------- cold-weights entries
+def test_cold_copies_time_a_wide_block_as_copies_that_evict_each_other():
+    import numpy as np
+    import onnxruntime as ort
+
+    from nas.arch import BlockKey
+    from nas.builder import build_block
+    from nas.table import (BLOCK_SETTINGS, COLD_SETTINGS, COLD_TARGET_BYTES, PROBE_SHAPE, _measure_cold, cold_copies,
+                           reference_probe, replicate_onnx, weight_bytes)
+
+    backend = get_backend("cpu")
+    small = BlockKey(kind="basic", resolution=28, in_channels=48, out_channels=48)
+    assert cold_copies(small) == 0 and _measure_cold(small, backend, None, num_classes=1000,
+                                                     settings=FAST) is None
+    wide = BlockKey(kind="head", resolution=7, in_channels=464, out_channels=1024)  # 1.5 M params: 6 MB
+    k = cold_copies(wide)
+    assert weight_bytes(wide) == 4 * (464 * 1024 + 2 * 1024 + 1024 * 1000 + 1000)
+    assert k == -(-COLD_TARGET_BYTES // weight_bytes(wide)) == 6
+    one = backend.portable(build_block(wide).eval(), input_shape=(464, 7, 7))
+    x = np.random.default_rng(0).standard_normal((1, 464, 7, 7)).astype(np.float32)
+    sess = ort.InferenceSession(one)
+    single = sess.run(None, {sess.get_inputs()[0].name: x})[0]
+    many = ort.InferenceSession(replicate_onnx(one, k))
+    got = many.run(None, {many.get_inputs()[0].name: x})[0]
+    assert got.shape == (1, k) and got[0, 0] == pytest.approx(float(single.reshape(-1)[0]), rel=1e-5)
+    assert len(set(np.round(got[0], 6))) == k  # every copy has weights of its own
+    probe = backend.portable(reference_probe(), input_shape=PROBE_SHAPE)
+    cold = _measure_cold(wide, backend, probe, num_classes=1000, settings=COLD_SETTINGS)
+    warm = backend.measure(one, input_shape=(464, 7, 7), settings=BLOCK_SETTINGS).median_ms
+    t, raw_ms, probe_ms, ratio, _, n, copies = cold
+    assert copies == k and n >= 5 and probe_ms > 0
+    assert 0.5 * warm < raw_ms < 4 * warm  # per copy, not per call of all copies
+    assert ratio == pytest.approx(raw_ms / probe_ms, rel=0.3)
+
+
+def test_prediction_blends_warm_and_cold_entries_by_network_weight_size(built, tiny_dir):
+    import copy
+
+    from nas.table import cold_share
+
+    assert cold_share(3.0, None, None) == 0.0
+    assert cold_share(3.0, 4.0, 8.0) == 0.0 and cold_share(10.0, 4.0, 8.0) == 1.0
+    assert cold_share(6.0, 4.0, 8.0) == pytest.approx(0.5) and cold_share(5.0, 4.0, 4.0) == 1.0
+    table = copy.deepcopy(built[0])
+    cfg = load_space(tiny_dir / "tiny.toml").smallest()
+    ids = [b.id for b in cfg.blocks()]
+    mb = sum(table._wbytes[i] for i in ids) / 1e6
+    for i in ids:
+        table._cold[i] = 2.0 * table._ms[i]
+    cal = table.calibration
+    warm = sum(table._ms[i] for i in ids)
+    base = cal["per_block_ms"] * (len(ids) - 1)
+    cal.update(cold_from_mb=None, cold_full_mb=None)
+    assert predict(cfg, table).latency_ms == pytest.approx(cal["scale"] * warm + base)
+    cal.update(cold_from_mb=mb / 2, cold_full_mb=mb * 1.5)  # half way: warm + 0.5 * (cold - warm)
+    assert predict(cfg, table).latency_ms == pytest.approx(cal["scale"] * 1.5 * warm + base)
+    cal.update(cold_from_mb=0.0, cold_full_mb=mb / 2)
+    assert predict(cfg, table).latency_ms == pytest.approx(cal["scale"] * 2.0 * warm + base)

@@ -459,7 +459,10 @@ def get_backend(device: Device, *, threads: int = 1, batch: int = 1, remote: str
     if device not in DEVICES:
         raise UsageError(f"--device {device!r}: choose one of {list(DEVICES)}")
     if remote is not None:
-        name = runtime or "remote"
+        if runtime not in (None, "remote"):
+            raise UsageError(f"--runtime {runtime}: a board agent (--remote) measures with its own onnxruntime; "
+                             "drop --runtime or --remote")
+        name = "remote"
     elif runtime is not None:
         name = runtime
     elif device == "gpu":
