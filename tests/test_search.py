@@ -324,6 +324,8 @@ def _pg_reachable() -> bool:
 @pytest.mark.postgres
 def test_two_workers_on_postgresql_finish_with_exactly_n_trials(env, tmp_path):
     if not _pg_reachable():
+        if os.environ.get("NAS_REQUIRE_POSTGRES"):  # set by .ci/run: CI has PostgreSQL, so this must run there
+            pytest.fail(f"PostgreSQL not reachable at {PG_URL} (NAS_REQUIRE_POSTGRES is set)")
         pytest.skip(f"PostgreSQL not reachable at {PG_URL}")
     name = f"nas-test-{uuid.uuid4().hex[:10]}"
     try:
