@@ -97,7 +97,7 @@ class AgentLimits:
             how long a request waits for the measurement lock before it is answered 503 (busy).
     """
 
-    max_request_bytes: int = 64 * 1024 * 1024
+    max_request_bytes: int = 128 * 1024 * 1024  # a cold-weights entry: 32 MiB block + 15 MiB probe
     max_repeats: int = 1000  # the table's block protocol asks for <= 400
     max_seconds: float = 120.0  # a whole 224 px network on a Pi 4 takes a few seconds with the table's protocol
 

@@ -25,7 +25,8 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     a.add_argument("--port", type=int, default=None, help="TCP port (default 8765; 0 = any free port, printed)")
     a.add_argument("--token-file", default=None,
                    help="shared token file (default ~/.config/nas/agent_token; generated with mode 0600 if missing)")
-    a.add_argument("--max-request-mb", type=float, default=64.0, help="largest accepted model in MiB (default 64)")
+    a.add_argument("--max-request-mb", type=float, default=128.0,
+                   help="largest accepted request (the models) in MiB (default 128)")
     a.add_argument("--max-repeats", type=int, default=1000,
                    help="cap on timed runs (and warm-up runs) per measurement request (default 1000)")
     a.add_argument("--max-seconds", type=float, default=120.0,

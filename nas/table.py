@@ -63,6 +63,9 @@ __all__ = [
     "validate_table",
     "measure_network",
     "reference_probe",
+    "memory_probe",
+    "portable_probe",
+    "Probe",
     "kendall_tau",
     "BLOCK_SETTINGS",
     "NETWORK_SETTINGS",
@@ -83,8 +86,11 @@ BLOCK_SETTINGS = MeasureSettings(warmup=10, min_repeats=20, max_repeats=400, min
 # Whole networks (calibration, validation): 3-300 ms each; >= 10 runs and >= 0.5 s.
 NETWORK_SETTINGS = MeasureSettings(warmup=5, min_repeats=10, max_repeats=200, min_time_s=0.5, rounds=10, rewarm=1,
                                    max_spread_pct=10.0, retries=1)
-PROBE_ID = "probe/1: conv3x3s2 3-24, 1x1 24-64, dw3x3 64, 1x1 64-128, dw3x3s2 128, 1x1 128-128 (BN+ReLU each), 3x64x64"
+PROBE_ID = ("probe/2: sqrt(compute x memory); compute = conv3x3s2 3-24, 1x1 24-64, dw3x3 64, 1x1 64-128, dw3x3s2 128, "
+            "1x1 128-128 (BN+ReLU each), 3x64x64; memory = 8 copies of basic_r7_i976_o976_s0.5_k3 (15 MB of weights)")
 PROBE_SHAPE = (3, 64, 64)
+MEMORY_PROBE_COPIES = 8
+MEMORY_PROBE_SHAPE = (976, 7, 7)
 PROBE_WINDOW_S = 60.0  # running median of probe times within +-60 s: follows drift, averages probe noise
 RESCALE_MODES = ("paired", "window", "none")
 # Cold-weights pass: a block whose weights exceed COLD_MIN_BYTES is timed a second way, as COPIES independent
@@ -129,6 +135,38 @@ def reference_probe() -> "nn.Module":
                              *cbr(128, 128, 3, 128, 2), *cbr(128, 128)).eval()
 
 
+def memory_probe() -> "nn.Module":
+    """The memory half of the reference (``PROBE_ID``): copies of a wide stage-3 unit whose weights overflow
+    the caches, so its time follows the memory system the way big networks do. On this project's VM (L3
+    and memory bandwidth shared with other tenants) end-to-end times of the same 12 networks over 5 minutes
+    varied 2.6 % (std); divided by the compute probe 2.1 %, by this one 1.2 %, by the geometric mean of both
+    1.5 % (0.90 correlation with this probe, 0.69 with the compute probe)."""
+    import torch
+
+    from nas.arch import BlockKey
+
+    key = BlockKey(kind="basic", resolution=MEMORY_PROBE_SHAPE[1], in_channels=MEMORY_PROBE_SHAPE[0],
+                   out_channels=MEMORY_PROBE_SHAPE[0], split_ratio=0.5)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        return _copies_module(key, MEMORY_PROBE_COPIES, 1000)
+
+
+@dataclass(frozen=True)
+class Probe:
+    """The reference in the backend's portable form: a compute-bound and a memory-bound model, timed in the
+    same interleaved rounds as every block and network; the reference time is their geometric mean."""
+
+    compute: Any
+    memory: Any
+
+
+def portable_probe(backend: "Backend") -> Probe:
+    """Export (or prepare) both halves of the reference probe for ``backend`` (once per build/validation)."""
+    return Probe(compute=backend.portable(reference_probe(), input_shape=PROBE_SHAPE),
+                 memory=backend.portable(memory_probe(), input_shape=MEMORY_PROBE_SHAPE))
+
+
 class _Timeline:
     """Probe samples ([time_s, ms]) sorted by time, for running medians in O(log n + window)."""
 
@@ -162,14 +200,22 @@ def _rescaled(raw_ms: float, ratio: float | None, t: float, *, timeline: _Timeli
 
 def _paired(backend: "Backend", probe: Any, model: Any, input_shape: tuple[int, ...],
             settings: MeasureSettings) -> tuple[Measurement, float, float]:
-    """Time ``model`` in interleaved rounds with the probe.
+    """Time ``model`` in interleaved rounds with the probe (a :class:`Probe`, or one portable model).
 
     Returns:
-        (measurement of the model, probe median ms, block/probe ratio = median of the per-round ratios). The
+        (measurement of the model, probe median ms, block/probe ratio = median of the per-round ratios). With a
+        :class:`Probe`, the probe's time is the geometric mean of its halves, per round and overall. The
         measurement's ``flagged`` is recomputed from the spread of the per-round ratios (the quantity the
         table uses), not of the raw times, which a busy machine widens on both sides of the ratio alike.
     """
-    mp, mb = backend.measure_many([probe, model], input_shapes=[PROBE_SHAPE, input_shape], settings=settings)
+    if isinstance(probe, Probe):
+        mc, mm, mb = backend.measure_many([probe.compute, probe.memory, model],
+                                          input_shapes=[PROBE_SHAPE, MEMORY_PROBE_SHAPE, input_shape],
+                                          settings=settings)
+        rounds = tuple(math.sqrt(c * m) for c, m in zip(mc.round_medians_ms, mm.round_medians_ms))
+        mp = replace(mc, median_ms=math.sqrt(mc.median_ms * mm.median_ms), round_medians_ms=rounds)
+    else:
+        mp, mb = backend.measure_many([probe, model], input_shapes=[PROBE_SHAPE, input_shape], settings=settings)
     if mb.round_medians_ms and len(mb.round_medians_ms) == len(mp.round_medians_ms):
         ratios = sorted(b / p for b, p in zip(mb.round_medians_ms, mp.round_medians_ms) if p > 0)
         ratio = statistics.median(ratios)
@@ -661,7 +707,7 @@ def measure_network(config: ArchConfig, backend: "Backend", *, num_classes: int 
     from nas.builder import build_model
 
     if probe is None:
-        probe = backend.portable(reference_probe(), input_shape=PROBE_SHAPE)
+        probe = portable_probe(backend)
     model = build_model(config, num_classes)
     t = time.time()
     m, probe_ms, ratio = _paired(backend, probe, model, (3, config.resolution, config.resolution), settings)
@@ -899,7 +945,7 @@ def build_table(space: "SearchSpace", backend: "Backend", *, resolution: int | N
         raise UsageError(f"--rescale {rescale!r}: choose one of {list(RESCALE_MODES)}")
     table.probe["rescale"] = rescale
     samples = table.probe["samples"]
-    probe = backend.portable(reference_probe(), input_shape=PROBE_SHAPE)  # exported once, timed with every block
+    probe = portable_probe(backend)  # exported once, timed with every block
     todo = [k for k in keys if k.id not in table.entries]
     if limit is not None:
         todo = todo[: max(0, limit)]
@@ -1060,13 +1106,22 @@ def predict(config: ArchConfig, table: LatencyTable, *, backend: "Backend | None
                       blocks=n, flagged_blocks=flagged)
 
 
+def _check_probe(table: LatencyTable) -> None:
+    """New measurements are only comparable with a table's entries if both used the same reference probe."""
+    if table.probe.get("id") != PROBE_ID:
+        raise TableMismatchError(f"{table.path or 'table'}: measured with an older reference probe "
+                                 f"({str(table.probe.get('id'))[:8]}); rebuild it with `nas build-latency-table "
+                                 "--overwrite` to validate or extend it")
+
+
 def _fill(table: LatencyTable, keys: list[BlockKey], backend: "Backend") -> None:
     """Measure ``keys`` into ``table`` now (lazy table), paired with the probe like a build."""
     diff = _identity_diff(table.identity, backend.identity())
     if diff:
         raise TableMismatchError(f"{table.path or 'table'}: cannot fill missing entries on this backend "
                                  f"({'; '.join(diff)})")
-    probe = backend.portable(reference_probe(), input_shape=PROBE_SHAPE)
+    _check_probe(table)
+    probe = portable_probe(backend)
     for key in dict((k.id, k) for k in keys).values():
         e = _measure_entry(key, backend, probe, num_classes=table.num_classes, settings=table.settings)
         table.entries[key.id] = e
@@ -1197,9 +1252,10 @@ def validate_table(table: LatencyTable, backend: "Backend", *, samples: int = 50
     if missing:
         raise MissingEntriesError(f"{table.path or 'table'}: {len(missing)} entries missing (e.g. {missing[0]}); "
                                   "finish it with `nas build-latency-table --resume`", missing)
+    _check_probe(table)
     rng = random.Random(seed)
     configs = [space.sample(rng, fixed={"resolution": table.resolution}) for _ in range(samples)]
-    probe = backend.portable(reference_probe(), input_shape=PROBE_SHAPE)
+    probe = portable_probe(backend)
     rows = []
     for i, cfg in enumerate(configs):
         if progress:

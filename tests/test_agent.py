@@ -242,9 +242,10 @@ def test_refusals_measure_nothing(agent, token, work):
     # Oversize: refused from Content-Length alone; the body is never sent (the answer would not come otherwise).
     t0 = time.monotonic()
     status, obj = _raw_post(agent.address, {"Authorization": f"Bearer {token}",
-                                            "Content-Length": str(64 * 2**20 + 1),
+                                            "Content-Length": str(AgentLimits().max_request_bytes + 1),
                                             "X-Nas-Measure": json.dumps({"models": [
-                                                {"input_shape": [1, 3, 32, 32], "bytes": 64 * 2**20 + 1}]})})
+                                                {"input_shape": [1, 3, 32, 32],
+                                                 "bytes": AgentLimits().max_request_bytes + 1}]})})
     assert status == 413 and "error" in obj and time.monotonic() - t0 < 10
     # No token is checked before the size: an unauthenticated client learns nothing else.
     assert _raw_post(agent.address, {"Content-Length": str(10**12)})[0] == 401

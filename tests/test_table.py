@@ -318,3 +318,26 @@ def test_prediction_blends_warm_and_cold_entries_by_network_weight_size(built, t
     assert predict(cfg, table).latency_ms == pytest.approx(cal["scale"] * 1.5 * warm + base)
     cal.update(cold_from_mb=0.0, cold_full_mb=mb / 2)
     assert predict(cfg, table).latency_ms == pytest.approx(cal["scale"] * 2.0 * warm + base)
+
+
+def test_reference_probe_is_compute_and_memory_and_old_tables_are_refused_for_new_measurements(built):
+    import copy
+
+    from nas.arch import BlockKey
+    from nas.table import (MEMORY_PROBE_COPIES, MEMORY_PROBE_SHAPE, PROBE_ID, PROBE_SHAPE, Probe, _paired,
+                           portable_probe, weight_bytes)
+
+    backend = get_backend("cpu")
+    probe = portable_probe(backend)
+    assert isinstance(probe, Probe) and "memory" in PROBE_ID
+    unit = BlockKey(kind="basic", resolution=MEMORY_PROBE_SHAPE[1], in_channels=MEMORY_PROBE_SHAPE[0],
+                    out_channels=MEMORY_PROBE_SHAPE[0])
+    assert MEMORY_PROBE_COPIES * weight_bytes(unit) > 8 * 2**20  # overflows any L2: follows the memory system
+    m, probe_ms, ratio = _paired(backend, probe, probe.compute, PROBE_SHAPE, FAST)
+    # The compute half timed against sqrt(compute x memory): ratio = sqrt(compute / memory) < 1.
+    assert 0 < ratio < 1 and probe_ms > m.median_ms
+    old = copy.deepcopy(built[0])
+    old.probe["id"] = "probe/1: ..."
+    with pytest.raises(TableMismatchError, match="older reference probe"):
+        validate_table(old, backend, samples=2)
+
