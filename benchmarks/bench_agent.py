@@ -48,7 +48,7 @@ def main() -> int:
     from nas.backends import get_backend
     from nas.builder import build_block
     from nas.space import load_space
-    from nas.table import BLOCK_SETTINGS, PROBE_SHAPE, reference_probe
+    from nas.latency.table import BLOCK_SETTINGS, PROBE_SHAPE, reference_probe
 
     with tempfile.TemporaryDirectory() as d:
         space_file = Path(d) / "bench.toml"

@@ -20,7 +20,7 @@ def main() -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("--threads", type=int, default=1)
     args = ap.parse_args()
-    from nas import study
+    from nas.paper import study
     from nas.backends import get_backend
 
     backend = get_backend("cpu", threads=args.threads, batch=1)

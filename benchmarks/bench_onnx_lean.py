@@ -3,7 +3,7 @@
 Acceptance: the ONNX that ``nas export`` writes for ``shufflenetv2-1.0x`` runs in onnxruntime (CPU, 1 thread,
 224², batch 1) no slower than 1.05x a straightforward implementation written here in torchvision's style
 (``chunk``, ``cat``, ``view``/``transpose`` shuffle; torchvision itself is not importable here), both exported
-the same way (:func:`nas.export.export_onnx_bytes`: opset 13, dynamic batch, TorchScript exporter) and timed in
+the same way (:func:`nas.export.formats.export_onnx_bytes`: opset 13, dynamic batch, TorchScript exporter) and timed in
 interleaved rounds through :mod:`nas.backends` (thread-CPU clock, pinned core). The reference gets our weights
 copied in by position, and the outputs must agree, so both graphs compute the very same function.
 
@@ -169,7 +169,7 @@ def main() -> int:
 
     import nas
     from nas.backends import MeasureSettings, get_backend
-    from nas.export import ONNX_OPSET, export_onnx_bytes
+    from nas.export.formats import ONNX_OPSET, export_onnx_bytes
 
     torch.manual_seed(0)
     ours = nas.build_model("shufflenetv2-1.0x").eval()

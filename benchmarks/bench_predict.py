@@ -35,7 +35,7 @@ def main() -> int:
 
     from nas.backends import get_backend
     from nas.space import load_space
-    from nas.table import build_table, default_table_path, load_table, measure_network, predict
+    from nas.latency.table import build_table, default_table_path, load_table, measure_network, predict
 
     tmp = tempfile.TemporaryDirectory()
     path = Path(args.table) if args.table else default_table_path()

@@ -6,7 +6,7 @@ Candidates: ``--pool`` configs sampled uniformly from the default search space (
 ``--max-mflops`` (MACs at 224², the paper's FLOPs) sorted by MACs, and ``--n-archs`` taken at evenly spaced
 quantiles, so they differ in size as well as in the depth/width/split/SE/kernel choices the sampler made.
 
-For each candidate: the ``quick`` proxy (:data:`nas.proxy.PROXY_PRESETS`), the ``reference`` training (same
+For each candidate: the ``quick`` proxy (:data:`nas.training.proxy.PROXY_PRESETS`), the ``reference`` training (same
 split, recipe and seed, 10x the steps) as ground truth, the zero-cost scores (NASWOT, synflow), and optional
 ``--variant STEM:RES:STEPS`` proxies (e.g. ``cifar:32:13`` = the CIFAR stem for the steps that cost what quick
 costs). Reported: Kendall tau-b of each estimate against the reference accuracy, with MACs and params as
@@ -79,10 +79,10 @@ def main(argv: list[str] | None = None) -> int:
 
     import torch
 
-    from nas.data import load_data
+    from nas.training.data import load_data
     from nas.errors import TrainingDivergedError
     from nas.macs import count_macs
-    from nas.proxy import ZERO_COST_METHODS, proxy_settings, proxy_train, zero_cost_score
+    from nas.training.proxy import ZERO_COST_METHODS, proxy_settings, proxy_train, zero_cost_score
 
     t_start = time.perf_counter()
     torch.set_num_threads(args.threads)

@@ -31,7 +31,7 @@ def main() -> int:
 
     from nas.backends import get_backend
     from nas.space import load_space
-    from nas.table import (BLOCK_SETTINGS, NETWORK_SETTINGS, PROBE_SHAPE, LatencyTable, _calibration_configs,
+    from nas.latency.table import (BLOCK_SETTINGS, NETWORK_SETTINGS, PROBE_SHAPE, LatencyTable, _calibration_configs,
                            _measure_entry, measure_network, reference_probe)
 
     load0 = os.getloadavg()[0]

@@ -5,7 +5,7 @@
 Both sides train ShuffleNetV2 (default 1x) from the same init on the bundled Fashion-MNIST subset, resized to
 ``--resolution`` (default 32², the issue's setting; the quick proxy trains at 64²), with the proxy's stem,
 batch 128, SGD-Nesterov, one grey channel. The plain loop is what one writes first: an NCHW model, a
-``DataLoader`` over a ``TensorDataset`` of normalised float images, ``zero_grad / forward / backward / step``. The trainer is :func:`nas.proxy.proxy_train` (also
+``DataLoader`` over a ``TensorDataset`` of normalised float images, ``zero_grad / forward / backward / step``. The trainer is :func:`nas.training.proxy.proxy_train` (also
 run with its channels-last and tiny-map options switched off, to show what each buys). Rounds are
 interleaved (A B C D, A B C D, ...) so that machine noise hits every side alike; each side's figure is the
 median over rounds of images/s over the timed training steps (evaluation excluded). Wall-clock images/s is
@@ -73,8 +73,8 @@ def main(argv: list[str] | None = None) -> int:
 
     import torch
 
-    from nas.data import load_data
-    from nas.proxy import PROXY_PRESETS, _prepare, proxy_train
+    from nas.training.data import load_data
+    from nas.training.proxy import PROXY_PRESETS, _prepare, proxy_train
 
     q = PROXY_PRESETS["quick"]
     settings = q.replace(steps=args.steps, reports=1, bn_recalibration=0, threads=args.threads,

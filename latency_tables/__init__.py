@@ -1,1 +1,1 @@
-"""Shipped latency tables (data package; see nas.table)."""
+"""Shipped latency tables (data package; see nas.latency.table)."""

@@ -3,7 +3,7 @@
 Latency is measured on the target device (block lookup tables), not estimated from FLOPs.
 "FLOPs" everywhere in this project means multiply-adds, as in the ShuffleNetV2 paper (see :mod:`nas.units`).
 Heavy modules (torch, onnxruntime, optuna) are imported lazily so ``import nas`` and ``nas --help`` stay fast.
-The search and export entry points live in :mod:`nas.search` and :mod:`nas.export` (module names, so not
+The search and export entry points live in :mod:`nas.search.run` and :mod:`nas.export.formats` (module names, so not
 re-exported here).
 """
 
@@ -46,21 +46,21 @@ _LAZY = {
     "count_macs": "nas.macs",
     "SearchSpace": "nas.space",
     "load_space": "nas.space",
-    "build_table": "nas.table",
-    "load_table": "nas.table",
-    "proxy_train": "nas.proxy",
-    "load_data": "nas.data",
-    "load_checkpoint": "nas.export",
+    "build_table": "nas.latency.table",
+    "load_table": "nas.latency.table",
+    "proxy_train": "nas.training.proxy",
+    "load_data": "nas.training.data",
+    "load_checkpoint": "nas.export.formats",
 }
 
 if TYPE_CHECKING:  # pragma: no cover
     from nas.builder import build_block, build_model
     from nas.macs import count_macs
-    from nas.data import load_data
-    from nas.export import load_checkpoint
-    from nas.proxy import proxy_train
+    from nas.training.data import load_data
+    from nas.export.formats import load_checkpoint
+    from nas.training.proxy import proxy_train
     from nas.space import SearchSpace, load_space
-    from nas.table import build_table, load_table
+    from nas.latency.table import build_table, load_table
 
 
 def __getattr__(name: str) -> Any:

@@ -21,13 +21,13 @@ from pathlib import Path
 
 import pytest
 
-from nas.agent import AgentLimits, MeasureRequest, check_onnx, load_or_create_token, measure_request, parse_request
+from nas.agent.server import AgentLimits, MeasureRequest, check_onnx, load_or_create_token, measure_request, parse_request
 from nas.backends import MeasureSettings, get_backend
 from nas.backends.remote import RemoteBackend, parse_address, read_token, request_identity, request_measure
 from nas.cli import main
 from nas.errors import AgentError, BackendUnavailableError, MeasurementError, UsageError
 from nas.space import load_space
-from nas.table import build_table, load_table
+from nas.latency.table import build_table, load_table
 
 REPO = Path(__file__).resolve().parents[1]
 FAST = MeasureSettings(warmup=2, min_repeats=5, max_repeats=40, min_time_s=0.01, rounds=2, retries=0)

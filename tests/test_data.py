@@ -1,4 +1,4 @@
-"""nas.data: every --data kind on real files written on the fly, the bundled subset, the split, the errors."""
+"""nas.training.data: every --data kind on real files written on the fly, the bundled subset, the split, the errors."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from nas.data import (
+from nas.training.data import (
     DEFAULT_FASHION_MNIST_DIR,
     DataSpec,
     load_data,

@@ -105,7 +105,7 @@ def test_every_pareto_trial_exports_in_all_formats(study_db, tmp_path, capsys):
         assert nas.build_model(e["files"]["json"]).config == cfg
 
         # pt and TorchScript reproduce the same function (same seeded weights).
-        from nas.export import load_checkpoint
+        from nas.export.formats import load_checkpoint
 
         model = load_checkpoint(e["files"]["pt"])
         scripted = torch.jit.load(e["files"]["torchscript"])
@@ -201,7 +201,7 @@ def test_export_config_file_and_preset(tmp_path, capsys):
 
 
 def test_library_errors_are_typed(tmp_path):
-    from nas.export import candidate_from_config, export, parse_formats
+    from nas.export.formats import candidate_from_config, export, parse_formats
 
     with pytest.raises(ExportError):
         parse_formats("json,gif")
@@ -215,7 +215,7 @@ def test_predicted_latency_from_a_table(tmp_path, capsys):
     latency measured right after export."""
     from nas.backends import MeasureSettings, get_backend
     from nas.space import load_space
-    from nas.table import build_table
+    from nas.latency.table import build_table
 
     (tmp_path / "s.toml").write_text(
         'name = "s"\nresolution = [32]\nstem_channels = [8]\nhead_channels = [32]\n'

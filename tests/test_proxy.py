@@ -1,4 +1,4 @@
-"""nas.proxy: real training steps on the bundled Fashion-MNIST subset and on an ImageFolder written on the fly."""
+"""nas.training.proxy: real training steps on the bundled Fashion-MNIST subset and on an ImageFolder written on the fly."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ import torch
 from nas.arch import ArchConfig, StageConfig
 from nas.cli import main
 from nas.errors import DataError, TrainingDivergedError, UsageError
-from nas.proxy import (
+from nas.training.proxy import (
     PROXY_PRESETS,
     ZERO_COST_METHODS,
     ProxySettings,
@@ -176,7 +176,7 @@ def test_cuda_unavailable_is_a_typed_error():
 def test_tiny_map_path_is_the_same_function(kind, h, stride, kernel):
     from torch import nn
 
-    from nas.proxy import _tiny_map_conv_class
+    from nas.training.proxy import _tiny_map_conv_class
 
     torch.manual_seed(0)
     c = 6

@@ -11,8 +11,8 @@ import pytest
 
 from nas.arch import PRESETS
 from nas.cli import main
-from nas.report import build_report, hypervolume_2d, pareto_points, plot_report, print_report
-from nas.search import default_storage, open_study
+from nas.search.report import build_report, hypervolume_2d, pareto_points, plot_report, print_report
+from nas.search.run import default_storage, open_study
 from nas.space import load_space
 
 BUDGET = "150MFLOPs"

@@ -22,11 +22,11 @@ from nas.backends import MeasureSettings, get_backend
 from nas.cli import main
 from nas.errors import BudgetError, StorageError, UsageError
 from nas.macs import count_macs
-from nas.proxy import ProxySettings
-from nas.search import (BudgetGuardSampler, SearchSettings, _Scorer, _suggest_config, check_budgets,
+from nas.training.proxy import ProxySettings
+from nas.search.run import (BudgetGuardSampler, SearchSettings, _Scorer, _suggest_config, check_budgets,
                         default_storage, open_study, search)
 from nas.space import load_space
-from nas.table import build_table, load_table
+from nas.latency.table import build_table, load_table
 from nas.units import parse_budget
 
 REPO = Path(__file__).resolve().parents[1]
@@ -129,7 +129,7 @@ def test_feasible_trials_fit_and_over_budget_ones_are_never_trained(env, tmp_pat
 @pytest.mark.parametrize("sampler", ["tpe", "nsga2", "random"])
 def test_guard_keeps_every_sample_in_a_tight_budget_of_the_default_space(sampler):
     """150 MFLOPs in a space of 20..2218 MFLOPs: unguarded, most random draws break it."""
-    from nas.search import _base_sampler
+    from nas.search.run import _base_sampler
 
     space = load_space()
     budget = parse_budget("150MFLOPs")

@@ -1,4 +1,4 @@
-"""nas.study and `nas guidelines` / `nas compare`: equal-FLOPs benchmark nets, published MACs of the
+"""nas.paper.study and `nas guidelines` / `nas compare`: equal-FLOPs benchmark nets, published MACs of the
 reference nets, verdict rules, and the CLI end to end on real onnxruntime sessions (tiny settings)."""
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ import pytest
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from nas import study
+from nas.paper import study
 from nas.cli import main
 
 
@@ -204,7 +204,7 @@ kernel = [3]
 def test_cli_compare_with_table_adds_its_prediction(tmp_path, capsys):
     from nas.backends import MeasureSettings, get_backend
     from nas.space import load_space
-    from nas.table import build_table
+    from nas.latency.table import build_table
 
     (tmp_path / "tiny.toml").write_text(TINY_SPACE)
     space = load_space(str(tmp_path / "tiny.toml"))
@@ -230,7 +230,7 @@ def test_cli_guidelines_through_a_board_agent(capsys):
     import io
     import threading
 
-    from nas.agent import make_server
+    from nas.agent.server import make_server
 
     token = "study-test-token-0123456789abcdef"
     server = make_server(port=0, token=token, log=io.StringIO())

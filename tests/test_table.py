@@ -18,7 +18,7 @@ from nas.backends import MeasureSettings, get_backend
 from nas.cli import main
 from nas.errors import MissingEntriesError, TableError, TableMismatchError
 from nas.space import load_space
-from nas.table import (LatencyTable, build_table, default_table_path, kendall_tau, load_table, predict,
+from nas.latency.table import (LatencyTable, build_table, default_table_path, kendall_tau, load_table, predict,
                        validate_table)
 
 REPO = Path(__file__).resolve().parents[1]
@@ -267,7 +267,7 @@ def test_cold_copies_time_a_wide_block_as_copies_that_evict_each_other():
 
     from nas.arch import BlockKey
     from nas.builder import build_block
-    from nas.table import (BLOCK_SETTINGS, COLD_SETTINGS, COLD_TARGET_BYTES, PROBE_SHAPE, _measure_cold, cold_copies,
+    from nas.latency.table import (BLOCK_SETTINGS, COLD_SETTINGS, COLD_TARGET_BYTES, PROBE_SHAPE, _measure_cold, cold_copies,
                            reference_probe, replicate_onnx, weight_bytes)
 
     backend = get_backend("cpu")
@@ -298,7 +298,7 @@ def test_cold_copies_time_a_wide_block_as_copies_that_evict_each_other():
 def test_prediction_blends_warm_and_cold_entries_by_network_weight_size(built, tiny_dir):
     import copy
 
-    from nas.table import cold_share
+    from nas.latency.table import cold_share
 
     assert cold_share(3.0, None, None) == 0.0
     assert cold_share(3.0, 4.0, 8.0) == 0.0 and cold_share(10.0, 4.0, 8.0) == 1.0
@@ -324,7 +324,7 @@ def test_reference_probe_is_compute_and_memory_and_old_tables_are_refused_for_ne
     import copy
 
     from nas.arch import BlockKey
-    from nas.table import (MEMORY_PROBE_COPIES, MEMORY_PROBE_SHAPE, PROBE_ID, PROBE_SHAPE, Probe, _paired,
+    from nas.latency.table import (MEMORY_PROBE_COPIES, MEMORY_PROBE_SHAPE, PROBE_ID, PROBE_SHAPE, Probe, _paired,
                            portable_probe, weight_bytes)
 
     backend = get_backend("cpu")

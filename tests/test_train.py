@@ -39,8 +39,8 @@ def _run(args: list[str], capsys) -> tuple[int, dict]:
 
 
 def test_resumes_after_kill(cfg_path, tmp_path, capsys):
-    from nas.export import load_checkpoint
-    from nas.train import read_checkpoint_epoch
+    from nas.export.formats import load_checkpoint
+    from nas.training.train import read_checkpoint_epoch
 
     run = tmp_path / "run"
     env = dict(os.environ, PYTHONPATH=str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""))
@@ -120,10 +120,10 @@ def test_bad_inputs_exit_2(cfg_path, tmp_path, capsys, extra):
 
 
 def test_tiny_map_fast_path_trains_the_same_network(cfg_path, tmp_path):
-    """nas.proxy's tiny-map path (on by default on CPU) changes speed, not the function: with and without it the
+    """nas.training.proxy's tiny-map path (on by default on CPU) changes speed, not the function: with and without it the
     run ends with (numerically) the same weights, saved under build_model's keys."""
-    from nas.export import load_checkpoint
-    from nas.train import TrainSettings, train
+    from nas.export.formats import load_checkpoint
+    from nas.training.train import TrainSettings, train
 
     s = TrainSettings(epochs=1, train_size=256, val_size=64, batch_size=64, threads=1, resolution=32)
     fast = train(cfg_path, settings=s, out_dir=tmp_path / "fast", seed=1)

@@ -28,7 +28,7 @@ def stratified(labels: np.ndarray, per_class: int, rng: np.random.Generator) -> 
 
 
 def main(argv: list[str]) -> int:
-    from nas.data import DEFAULT_FASHION_MNIST_DIR, load_data
+    from nas.training.data import DEFAULT_FASHION_MNIST_DIR, load_data
 
     src = Path(argv[0]) if argv else DEFAULT_FASHION_MNIST_DIR
     ds = load_data(f"fashion-mnist:{src}")

@@ -80,7 +80,7 @@ def read_token(*, token: str | None = None, token_file: "str | Path | None" = No
         return text
     if os.environ.get(TOKEN_ENV, "").strip():
         return os.environ[TOKEN_ENV].strip()
-    from nas.agent import default_token_path
+    from nas.agent.server import default_token_path
 
     p = default_token_path()
     if p.is_file():
@@ -215,7 +215,7 @@ def request_measure(remote: str, models: "bytes | Sequence[bytes]", *, token: st
 
 # --------------------------------------------------------------------------- the backend
 def _is_arm(arch: str) -> bool:
-    from nas.agent import ARM_ARCHES
+    from nas.agent.server import ARM_ARCHES
 
     return arch.lower() in ARM_ARCHES
 
@@ -351,7 +351,7 @@ class RemoteBackend(Backend):
         return out
 
     def _check_same_agent(self) -> None:
-        from nas.table import IDENTITY_KEYS
+        from nas.latency.table import IDENTITY_KEYS
 
         now = self._identity_request()["identity"]
         diff = [f"{k} {self.agent_identity.get(k)!r} -> {now.get(k)!r}" for k in IDENTITY_KEYS

@@ -52,7 +52,7 @@ def _config(args: argparse.Namespace):
 
 
 def _settings(args: argparse.Namespace):
-    from nas.proxy import proxy_settings
+    from nas.training.proxy import proxy_settings
 
     s = proxy_settings(args.budget)
     changes = {}
@@ -67,8 +67,8 @@ def _settings(args: argparse.Namespace):
 
 
 def cmd_proxy_train(args: argparse.Namespace) -> int:
-    from nas.data import load_data
-    from nas.proxy import proxy_train
+    from nas.training.data import load_data
+    from nas.training.proxy import proxy_train
 
     cfg = _config(args)
     settings = _settings(args)
@@ -114,7 +114,7 @@ def cmd_proxy_train(args: argparse.Namespace) -> int:
 def cmd_zero_cost(args: argparse.Namespace) -> int:
     import time
 
-    from nas.proxy import zero_cost_score
+    from nas.training.proxy import zero_cost_score
 
     cfg = _config(args)
     settings = _settings(args)

@@ -561,7 +561,7 @@ def export(candidate: Candidate, *, out_dir: "str | Path", formats: Sequence[str
                 in_channels=in_channels, stem=stem, resolution=cfg.resolution, config_hash=cfg.hash(),
                 config_string=cfg.to_string())
     if prov.get("latency_ms") is None and table is not None:
-        from nas.table import load_table, predict
+        from nas.latency.table import load_table, predict
 
         t = load_table(table)
         pr = predict(cfg, t)

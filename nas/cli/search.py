@@ -85,8 +85,8 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
 
 
 def _settings(args: argparse.Namespace, space: Any) -> Any:
-    from nas.proxy import proxy_settings
-    from nas.search import SearchSettings
+    from nas.training.proxy import proxy_settings
+    from nas.search.run import SearchSettings
     from nas.units import parse_budget
 
     budgets = tuple(parse_budget(b) for b in args.budget)
@@ -108,7 +108,7 @@ def _settings(args: argparse.Namespace, space: Any) -> Any:
 
 
 def _load_table(args: argparse.Namespace, space: Any, settings: Any) -> Any:
-    from nas.table import default_table_path, load_table
+    from nas.latency.table import default_table_path, load_table
 
     if args.table:
         return load_table(args.table, space=space)  # another space's table: TableMismatchError (exit 2)
@@ -161,8 +161,8 @@ class _LiveView:
 
 
 def cmd_search(args: argparse.Namespace) -> int:
-    from nas.report import build_report, plot_report, print_report
-    from nas.search import open_study, search, study_name_for
+    from nas.search.report import build_report, plot_report, print_report
+    from nas.search.run import open_study, search, study_name_for
     from nas.space import load_space
 
     if args.quick and (args.space or args.table):
@@ -202,8 +202,8 @@ def cmd_search(args: argparse.Namespace) -> int:
 
 
 def cmd_report(args: argparse.Namespace) -> int:
-    from nas.report import build_report, plot_report, print_report
-    from nas.search import default_storage, open_study
+    from nas.search.report import build_report, plot_report, print_report
+    from nas.search.run import default_storage, open_study
 
     out_dir = Path(args.out) if args.out else Path("runs") / args.study
     url = args.storage or default_storage(study=args.study, out_dir=args.out)

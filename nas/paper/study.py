@@ -595,9 +595,9 @@ def _verdict(exp: Experiment, results: Sequence[VariantResult]) -> tuple[str, st
 
 
 def _settings_or_default(settings: Any) -> Any:
-    """The latency tables' protocol for whole networks (:data:`nas.table.NETWORK_SETTINGS`) by default:
+    """The latency tables' protocol for whole networks (:data:`nas.latency.table.NETWORK_SETTINGS`) by default:
     every benchmark net here is a whole network of 1-50 ms, like the tables' calibration networks."""
-    from nas.table import NETWORK_SETTINGS
+    from nas.latency.table import NETWORK_SETTINGS
 
     return settings if settings is not None else NETWORK_SETTINGS
 
@@ -777,7 +777,7 @@ def _predict(table: Any, config: Any) -> float | None:
     """The table's latency prediction for ``config`` (ms), or None where the table does not cover it
     (another resolution, blocks outside its space)."""
     from nas.errors import NasError
-    from nas.table import predict
+    from nas.latency.table import predict
 
     try:
         return float(predict(config, table).latency_ms)

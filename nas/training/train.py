@@ -1,7 +1,7 @@
 """Full training of an exported architecture, checkpointed every epoch and resumable.
 
 ``nas train found.json --data bundled --epochs 30 --out runs/found`` takes a network found by a search to
-completion. The input pipeline is :mod:`nas.proxy`'s (images decoded, resized and cached once as ``uint8``;
+completion. The input pipeline is :mod:`nas.training.proxy`'s (images decoded, resized and cached once as ``uint8``;
 normalisation from the training images only; flips on whole tensors; channels-last), so full training and the
 proxy see the same data the same way; only the budget and the bookkeeping differ:
 
@@ -14,7 +14,7 @@ proxy see the same data the same way; only the budget and the bookkeeping differ
   atomically, so a kill at any moment leaves the previous epoch's checkpoint. Running again with the same
   ``out_dir`` continues from it (resume is implied; the run's config, data and settings must match, else it
   is refused). With a fixed thread count on CPU a resumed run ends bit-identical to an uninterrupted one.
-* **Result.** ``model.pt`` (the :mod:`nas.export` checkpoint format: ``nas export CONFIG --weights model.pt``
+* **Result.** ``model.pt`` (the :mod:`nas.export.formats` checkpoint format: ``nas export CONFIG --weights model.pt``
   exports the trained network) and ``result.json`` (final validation and test accuracy, history).
 """
 
@@ -33,7 +33,7 @@ from nas.arch import ArchConfig, load_config
 from nas.errors import UsageError
 
 if TYPE_CHECKING:  # pragma: no cover
-    from nas.data import Dataset, DataSpec
+    from nas.training.data import Dataset, DataSpec
 
 __all__ = ["TrainSettings", "TrainResult", "TrainEvent", "train", "CHECKPOINT_NAME", "RESULT_NAME", "MODEL_NAME",
            "read_checkpoint_epoch"]
@@ -67,7 +67,7 @@ class TrainSettings:
         augment: random horizontal flips.
         threads: ``torch.set_num_threads`` during the run (restored after); None keeps the current value.
         channels_last: channels-last memory format (oneDNN's fast path on CPU).
-        tiny_map_path: on CPU, :mod:`nas.proxy`'s exact fast path for depthwise and 1x1 convs on maps of <= 2x2
+        tiny_map_path: on CPU, :mod:`nas.training.proxy`'s exact fast path for depthwise and 1x1 convs on maps of <= 2x2
             pixels (the last stages at 32² with the ImageNet stem; ~1.7x images/s there, no effect on larger maps).
             Checkpoints and ``model.pt`` always hold the plain network's keys.
     """
@@ -150,7 +150,7 @@ class TrainResult:
 
 
 def _atomic_write(path: Path, data: bytes) -> None:
-    from nas.export import atomic_write_bytes
+    from nas.export.formats import atomic_write_bytes
 
     atomic_write_bytes(path, data)
 
@@ -165,7 +165,7 @@ def _save(obj: Any) -> bytes:
 
 @contextlib.contextmanager
 def _plain(model: Any) -> Any:
-    """Temporarily undo :mod:`nas.proxy`'s tiny-map wrappers, so ``state_dict`` has ``build_model``'s keys."""
+    """Temporarily undo :mod:`nas.training.proxy`'s tiny-map wrappers, so ``state_dict`` has ``build_model``'s keys."""
     swapped = []
 
     def unwrap(module: Any) -> None:
@@ -210,7 +210,7 @@ def train(config: "ArchConfig | Mapping[str, Any] | str | Path", *, data: "Datas
     Args:
         config: an :class:`ArchConfig`, its dict, a JSON file (plain or exported) or a preset name.
         data: a ``--data`` spec (``bundled``, ``fashion-mnist[:DIR]``, ``cifar10:DIR``, ``cifar100:DIR``,
-            ``folder:DIR``) or a loaded :class:`~nas.data.Dataset`.
+            ``folder:DIR``) or a loaded :class:`~nas.training.data.Dataset`.
         settings: the recipe and budget.
         out_dir: run folder: ``checkpoint.pt`` (each epoch), ``model.pt`` and ``result.json`` (at the end).
         seed: seeds weight init, batch order and flips.
@@ -232,10 +232,10 @@ def train(config: "ArchConfig | Mapping[str, Any] | str | Path", *, data: "Datas
     from torch import nn
 
     from nas.builder import build_model
-    from nas.data import Dataset, load_data, parse_data_spec
+    from nas.training.data import Dataset, load_data, parse_data_spec
     from nas.errors import ExportError, TrainingDivergedError
-    from nas.export import checkpoint_dict, ensure_writable_dir
-    from nas.proxy import _batch, _device, _evaluate, _prepare, _resize_u8, _use_tiny_map_path
+    from nas.export.formats import checkpoint_dict, ensure_writable_dir
+    from nas.training.proxy import _batch, _device, _evaluate, _prepare, _resize_u8, _use_tiny_map_path
 
     cfg = load_config(config)
     s = settings

@@ -120,7 +120,7 @@ def _token(args: argparse.Namespace) -> str | None:
 def cmd_build(args: argparse.Namespace) -> int:
     from nas.backends import get_backend
     from nas.space import load_space
-    from nas.table import build_table
+    from nas.latency.table import build_table
 
     space = load_space(args.space)
     batch = args.batch if args.batch is not None else (8 if args.device == "gpu" else 1)
@@ -179,7 +179,7 @@ def cmd_build(args: argparse.Namespace) -> int:
 def cmd_predict(args: argparse.Namespace) -> int:
     from nas.arch import load_config
     from nas.macs import count_macs
-    from nas.table import load_table, predict
+    from nas.latency.table import load_table, predict
 
     table = load_table(args.table)
     config = load_config(args.config)
@@ -211,7 +211,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
 
 def cmd_validate(args: argparse.Namespace) -> int:
     from nas.backends import get_backend
-    from nas.table import load_table, validate_table
+    from nas.latency.table import load_table, validate_table
 
     table = load_table(args.table)
     space = None

@@ -1,7 +1,7 @@
 """Short proxy training and a zero-cost score: cheap accuracy signals that rank candidates.
 
 :func:`proxy_train` trains a config for a fixed budget on a stratified train subset carved out of a data set's
-train split (:func:`nas.data.split_train_val`) and returns top-1 accuracy on the held-out validation part.
+train split (:func:`nas.training.data.split_train_val`) and returns top-1 accuracy on the held-out validation part.
 :func:`zero_cost_score` scores an untrained network from one batch (NASWOT or synflow), for a first pass over
 huge spaces.
 
@@ -34,7 +34,7 @@ from dataclasses import asdict, dataclass, field, replace
 from typing import TYPE_CHECKING, Any, Callable, Literal, Mapping
 
 from nas.arch import ArchConfig, load_config
-from nas.data import Dataset, DataSpec, Split, load_data, parse_data_spec, split_train_val
+from nas.training.data import Dataset, DataSpec, Split, load_data, parse_data_spec, split_train_val
 from nas.errors import BackendUnavailableError, DataError, TrainingDivergedError, UsageError
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -428,7 +428,7 @@ def proxy_train(
 
     Args:
         config: an :class:`ArchConfig`, its dict form, a JSON path or a preset name.
-        data: a loaded :class:`~nas.data.Dataset` (reused across calls: pass one per search) or a
+        data: a loaded :class:`~nas.training.data.Dataset` (reused across calls: pass one per search) or a
             ``--data`` spec string.
         settings: the budget and recipe (:data:`PROXY_PRESETS` has named ones).
         seed: seeds weight init, batch order and augmentation.

@@ -77,7 +77,7 @@ def _fmt(x: Any, spec: str) -> str:
 
 
 def cmd_export(args: argparse.Namespace) -> int:
-    from nas.export import (ONNX_OPSET, candidate_from_config, candidates_from_study, ensure_writable_dir, export,
+    from nas.export.formats import (ONNX_OPSET, candidate_from_config, candidates_from_study, ensure_writable_dir, export,
                             parse_formats)
 
     sources = [args.config is not None, args.preset is not None, args.study is not None]
@@ -94,7 +94,7 @@ def cmd_export(args: argparse.Namespace) -> int:
     out = Path(args.out) if args.out else (Path("runs") / args.study / "export" if args.study else Path("exported"))
     ensure_writable_dir(out)
     if args.study is not None:
-        from nas.search import open_study
+        from nas.search.run import open_study
 
         st = open_study(study=args.study, storage=args.storage)
         candidates = candidates_from_study(st, trial=args.trial, pareto=args.pareto, best_under=args.best_under)
@@ -145,7 +145,7 @@ def _status(enabled: bool) -> Iterator[Any]:
 # ----------------------------------------------------------------------------------------- train
 def cmd_train(args: argparse.Namespace) -> int:
     from nas.arch import load_config
-    from nas.train import TrainSettings, train
+    from nas.training.train import TrainSettings, train
 
     cfg = load_config(args.config)
     if args.val_size <= 0:

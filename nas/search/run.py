@@ -1,7 +1,7 @@
 """The search: one multi-objective Optuna study per run, resumable, shared by any number of workers.
 
-Objectives: maximise proxy accuracy (:func:`nas.proxy.proxy_train`, or a zero-cost score), minimise the
-latency predicted from a measured table (:func:`nas.table.predict`) or, with ``objective="flops"``, the
+Objectives: maximise proxy accuracy (:func:`nas.training.proxy.proxy_train`, or a zero-cost score), minimise the
+latency predicted from a measured table (:func:`nas.latency.table.predict`) or, with ``objective="flops"``, the
 MACs (the baseline the paper argues against). Budgets (:func:`nas.units.parse_budget`) are hard
 constraints set with ``trial.set_constraint``; Optuna's Pareto front (``study.best_trials``) and its TPE and
 NSGA-II samplers honour them.
@@ -58,14 +58,14 @@ from typing import TYPE_CHECKING, Any, Callable, Literal, Sequence
 from nas.arch import PRESETS, ArchConfig
 from nas.errors import (BudgetError, MissingEntriesError, NasError, StorageError, TrainingDivergedError,
                         UsageError)
-from nas.proxy import PROXY_PRESETS, ProxySettings
+from nas.training.proxy import PROXY_PRESETS, ProxySettings
 from nas.units import Budget
 
 if TYPE_CHECKING:  # pragma: no cover
     import optuna
 
     from nas.space import SearchSpace
-    from nas.table import LatencyTable
+    from nas.latency.table import LatencyTable
 
 __all__ = [
     "SearchSettings",
@@ -170,7 +170,7 @@ class SearchStatus:
 
 @dataclass(frozen=True)
 class SearchResult:
-    """What :func:`search` returns; :func:`nas.report.build_report` turns the study into tables and plots."""
+    """What :func:`search` returns; :func:`nas.search.report.build_report` turns the study into tables and plots."""
 
     study_name: str
     storage: str
@@ -356,7 +356,7 @@ class _Scorer:
 
     def figures(self, config: ArchConfig) -> _Figures:
         from nas.macs import count_macs
-        from nas.table import predict
+        from nas.latency.table import predict
 
         m = count_macs(config, num_classes=self.num_classes)
         lat = unc = None
@@ -767,7 +767,7 @@ class _Worker:
 
     def _data(self):
         if self.dataset is None:
-            from nas.data import load_data
+            from nas.training.data import load_data
 
             self.dataset = load_data(self.s.data, image_size=self.s.proxy_settings.resolution)
         return self.dataset
@@ -775,7 +775,7 @@ class _Worker:
     def _run_trial(self, trial: "optuna.trial.Trial") -> None:
         from optuna.trial import TrialState
 
-        from nas.proxy import proxy_train, zero_cost_score
+        from nas.training.proxy import proxy_train, zero_cost_score
 
         t0 = time.perf_counter()
         s = self.s
@@ -997,14 +997,14 @@ def evaluate_config(config: ArchConfig, *, space: "SearchSpace", table: "Latency
         config: the network (at the table's resolution).
         space, table, settings: as for :func:`search`.
         train: run the proxy (else ``accuracy`` is None).
-        dataset: a loaded :class:`~nas.data.Dataset` to reuse (default: loaded from ``settings.data``).
+        dataset: a loaded :class:`~nas.training.data.Dataset` to reuse (default: loaded from ``settings.data``).
 
     Returns:
         A dict with ``config``, ``macs``, ``mflops``, ``params``, ``latency_ms``, ``latency_uncertainty_ms``,
         ``feasible``, ``violations`` (list of texts), ``accuracy`` (or ``score`` for the zero-cost proxy),
         ``in_space`` and ``duration_s``.
     """
-    from nas.proxy import proxy_train, zero_cost_score
+    from nas.training.proxy import proxy_train, zero_cost_score
 
     t0 = time.perf_counter()
     sc = _Scorer(space, table, settings.budgets, settings.objective)
@@ -1026,7 +1026,7 @@ def evaluate_config(config: ArchConfig, *, space: "SearchSpace", table: "Latency
                            "violations": violations, "in_space": space.contains(config), "accuracy": None}
     if train:
         if dataset is None:
-            from nas.data import load_data
+            from nas.training.data import load_data
 
             dataset = load_data(settings.data, image_size=settings.proxy_settings.resolution)
         if settings.proxy == "zero-cost":
@@ -1074,7 +1074,7 @@ def score_presets(study: "optuna.Study", *, space: "SearchSpace", table: "Latenc
                 if progress:
                     progress(f"training preset {name} for reference")
                 if dataset is None:
-                    from nas.data import load_data
+                    from nas.training.data import load_data
 
                     dataset = load_data(settings.data, image_size=settings.proxy_settings.resolution)
                 row = evaluate_config(cfg, space=space, table=table, settings=settings, train=True, dataset=dataset)

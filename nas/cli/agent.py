@@ -1,4 +1,4 @@
-"""CLI: ``nas agent``, the board-side measurement server (see :mod:`nas.agent`).
+"""CLI: ``nas agent``, the board-side measurement server (see :mod:`nas.agent.server`).
 
 Runs on the board with only numpy, onnxruntime and onnx importable (no torch, no rich): output is plain
 lines, or one JSON object with ``--json``.
@@ -43,7 +43,7 @@ def _say(text: str) -> None:
 
 
 def cmd_agent(args: argparse.Namespace) -> int:
-    from nas.agent import (DEFAULT_PORT, AgentLimits, is_loopback, load_or_create_token, make_server,
+    from nas.agent.server import (DEFAULT_PORT, AgentLimits, is_loopback, load_or_create_token, make_server,
                            token_file_is_private)
 
     port = DEFAULT_PORT if args.port is None else args.port

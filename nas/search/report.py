@@ -1,7 +1,7 @@
 """Reports of a search study: the Pareto front with the ShuffleNetV2 presets for reference, PNG plots, and
 the 2-D hypervolume the search benchmark compares samplers by.
 
-Everything is read from the study alone (trial and study user attributes written by :mod:`nas.search`), so
+Everything is read from the study alone (trial and study user attributes written by :mod:`nas.search.run`), so
 ``nas report`` works on any storage the study lives in, long after the search ran. The front is Optuna's
 constrained Pareto front (``study.best_trials``): feasible, completed trials that no other feasible trial
 beats on both accuracy and latency (or MACs).
@@ -62,7 +62,7 @@ def _row(t: "optuna.trial.FrozenTrial") -> dict[str, Any]:
 
 
 def build_report(study: "optuna.Study", *, storage: str = "") -> SearchReport:
-    """Summarise ``study`` (written by :func:`nas.search.search`).
+    """Summarise ``study`` (written by :func:`nas.search.run.search`).
 
     Returns:
         A :class:`SearchReport`: the front sorted by cost (latency or MACs, cheapest first); for each preset

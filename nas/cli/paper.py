@@ -55,7 +55,7 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
 def _settings(args: argparse.Namespace, base: Any = None) -> Any:
     """--quick's tiny protocol, else ``base`` (a table's), else the tables' network protocol."""
     from nas.backends import MeasureSettings
-    from nas.table import NETWORK_SETTINGS
+    from nas.latency.table import NETWORK_SETTINGS
 
     if args.quick:
         # rounds=3 keeps paired per-round ratios for the verdicts; no retries so it stays fast.
@@ -180,7 +180,7 @@ def _where(ident: dict[str, Any]) -> str:
 
 # ------------------------------------------------------------------ nas guidelines
 def cmd_guidelines(args: argparse.Namespace) -> int:
-    from nas import study
+    from nas.paper import study
 
     only = [x.strip().upper() for x in args.only.split(",") if x.strip()] if args.only else None
     resolution = QUICK_RESOLUTION if args.quick else study.GUIDELINE_RESOLUTION
@@ -249,7 +249,7 @@ def _print_guidelines(results: list[Any], title: str, elapsed: float, plot: str 
 
 # ------------------------------------------------------------------ nas compare
 def cmd_compare(args: argparse.Namespace) -> int:
-    from nas import study
+    from nas.paper import study
 
     if args.list:
         return _list_refs(args)
@@ -319,7 +319,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
 
 def _open_table(path: str) -> Any:
     """The latency table at ``path`` (its identity gives the device, runtime, threads and batch)."""
-    from nas.table import load_table
+    from nas.latency.table import load_table
 
     return load_table(path)
 
@@ -327,7 +327,7 @@ def _open_table(path: str) -> Any:
 def _check_identity(table: Any, ident: dict[str, Any], path: str) -> None:
     """Refuse to put a table's predictions next to measurements from another machine or runtime."""
     from nas.errors import TableMismatchError
-    from nas.table import IDENTITY_KEYS
+    from nas.latency.table import IDENTITY_KEYS
 
     diff = [f"{k}: table {table.identity.get(k)!r}, here {ident.get(k)!r}" for k in IDENTITY_KEYS
             if table.identity.get(k) != ident.get(k)]
@@ -337,7 +337,7 @@ def _check_identity(table: Any, ident: dict[str, Any], path: str) -> None:
 
 
 def _list_refs(args: argparse.Namespace) -> int:
-    from nas import study
+    from nas.paper import study
 
     refs = list(study.REFERENCES.values())
     if args.json:

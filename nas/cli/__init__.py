@@ -20,13 +20,13 @@ __all__ = ["main", "console", "err_console", "print_json"]
 
 # One line per feature module; each registers its own subcommands.
 COMMAND_MODULES = [
-    "nas.cli_space",
-    "nas.cli_study",
-    "nas.cli_table",
-    "nas.cli_agent",
-    "nas.cli_export",
-    "nas.cli_proxy",
-    "nas.cli_search",
+    "nas.cli.space",
+    "nas.cli.paper",
+    "nas.cli.latency",
+    "nas.cli.agent",
+    "nas.cli.export",
+    "nas.cli.training",
+    "nas.cli.search",
 ]
 
 

@@ -1,0 +1,1 @@
+"""The board-side measurement server (`nas agent`)."""

@@ -1,0 +1,1 @@
+"""Export of found configs (JSON, ONNX, TorchScript, state_dict) and checkpoints."""

@@ -1,0 +1,1 @@
+"""Latency lookup tables: measure every block on the target, predict networks, validate."""
