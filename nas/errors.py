@@ -27,9 +27,20 @@ __all__ = [
 
 
 class NasError(Exception):
-    """Base of every error ``nas`` raises on purpose."""
+    """Base of every error ``nas`` raises on purpose.
+
+    Args:
+        message: one line that names the bad value and says what to do, in library terms.
+        field: the library name of the offending argument or key (``"budget"``, ``"proxy_preset"``,
+            ``"table"``), when there is one. Tests assert on it rather than on wording, and the CLI maps it to
+            its own flag (``--proxy-preset``) when it prints the message.
+    """
 
     exit_code: int = 2
+
+    def __init__(self, message: str = "", *, field: str | None = None) -> None:
+        super().__init__(message)
+        self.field = field
 
 
 class UsageError(NasError):
@@ -59,8 +70,8 @@ class TableMismatchError(TableError):
 class MissingEntriesError(TableError):
     """A latency table lacks entries that a config needs."""
 
-    def __init__(self, message: str, missing: list[str] | None = None) -> None:
-        super().__init__(message)
+    def __init__(self, message: str, missing: list[str] | None = None, *, field: str | None = "table") -> None:
+        super().__init__(message, field=field)
         self.missing = list(missing or [])
 
 

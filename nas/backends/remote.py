@@ -351,11 +351,10 @@ class RemoteBackend(Backend):
         return out
 
     def _check_same_agent(self) -> None:
-        from nas.latency.table import IDENTITY_KEYS
+        from nas.backends.identity import identity_diff
 
         now = self._identity_request()["identity"]
-        diff = [f"{k} {self.agent_identity.get(k)!r} -> {now.get(k)!r}" for k in IDENTITY_KEYS
-                if self.agent_identity.get(k) != now.get(k)]
+        diff = identity_diff(self.agent_identity, now)
         if diff:
             raise AgentError(f"agent {self.remote} now reports another setup ({'; '.join(diff)}); its last "
                              "measurement was discarded: build a separate table for it")

@@ -1,9 +1,11 @@
 """The ``nas`` command line: parse, call the library, print. Nothing else lives here.
 
-Each feature keeps its subcommands in its own ``nas/cli_<feature>.py`` module with an
+Each command group keeps its subcommands in its own ``nas/cli/<group>.py`` module with an
 ``add_parsers(subparsers)`` function; :data:`COMMAND_MODULES` lists them. Handlers take the
 parsed ``argparse.Namespace`` and return an exit code. Library errors (:class:`nas.errors.NasError`)
-become one line on stderr and their ``exit_code`` (2 for user mistakes); no traceback.
+become one line on stderr and their ``exit_code`` (2 for user mistakes); no traceback. An error's ``field``
+(the library's argument name, e.g. ``proxy_preset``) is shown as the command's flag (``--proxy-preset``)
+when the command has one for it: the library never names CLI flags. Progress displays: :mod:`nas.cli.progress`.
 """
 
 from __future__ import annotations
@@ -12,7 +14,7 @@ import argparse
 import importlib
 import json
 import sys
-from typing import Any
+from typing import Any, Iterator
 
 from nas.errors import NasError
 
@@ -79,6 +81,28 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _flag_prefix(parser: argparse.ArgumentParser, args: argparse.Namespace, e: NasError) -> str:
+    """``"--flag: "`` for an error whose ``field`` is one of this command's options (``""`` otherwise)."""
+    field = getattr(e, "field", None)
+    if not field:
+        return ""
+
+    def parsers(p: argparse.ArgumentParser, depth: int = 0) -> Iterator[argparse.ArgumentParser]:
+        for action in p._actions:
+            if isinstance(action, argparse._SubParsersAction):
+                chosen = action.choices.get(getattr(args, action.dest, None) or "")
+                if chosen is not None and depth < 4:
+                    yield chosen
+                    yield from parsers(chosen, depth + 1)
+
+    for p in parsers(parser):
+        for action in p._actions:
+            if action.dest == field and action.option_strings:
+                flag = max(action.option_strings, key=len)
+                return "" if str(e).startswith(flag) else f"{flag}: "
+    return ""
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run ``nas`` with ``argv`` (default: ``sys.argv[1:]``) and return the exit code."""
     parser = build_parser()
@@ -92,7 +116,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return int(args.func(args) or 0)
     except NasError as e:
-        sys.stderr.write(f"nas: error: {e}\n")
+        sys.stderr.write(f"nas: error: {_flag_prefix(parser, args, e)}{e}\n")
         return e.exit_code
     except KeyboardInterrupt:
         sys.stderr.write("nas: interrupted; everything completed so far is saved, re-run the command to resume\n")

@@ -327,10 +327,9 @@ def _open_table(path: str) -> Any:
 def _check_identity(table: Any, ident: dict[str, Any], path: str) -> None:
     """Refuse to put a table's predictions next to measurements from another machine or runtime."""
     from nas.errors import TableMismatchError
-    from nas.latency.table import IDENTITY_KEYS
+    from nas.backends.identity import identity_diff
 
-    diff = [f"{k}: table {table.identity.get(k)!r}, here {ident.get(k)!r}" for k in IDENTITY_KEYS
-            if table.identity.get(k) != ident.get(k)]
+    diff = identity_diff(table.identity, ident, sides=("table", "here"))
     if diff:
         raise TableMismatchError(f"--table {path}: measured elsewhere ({diff[0]}); run nas compare where the "
                                  "table was built (or with its --remote), or drop --table")

@@ -72,9 +72,7 @@ __all__ = [
 ]
 
 SCHEMA = "nas.latency_table/1"
-# The keys of a backend identity that must match for measurements to be comparable (resume, validate).
-IDENTITY_KEYS = ("device", "backend", "cpu_model", "arch", "runtime", "runtime_version", "provider", "threads",
-                 "batch", "gpu_model")
+from nas.backends.identity import IDENTITY_KEYS, identity_diff  # noqa: E402  (re-exported: old imports)
 DEFAULT_TABLE = "shufflenetv2_cpu_x86_64_t1_b1_r224.json"  # shipped table of the default space
 
 # Blocks: >= 0.1 s of timed runs (>= 20 runs) each, and as much for the probe, in 10 interleaved rounds (the
@@ -554,9 +552,7 @@ def _dumps(d: dict[str, Any]) -> str:
     return dump(d, 0) + "\n"
 
 
-def _identity_diff(stored: dict[str, Any], now: dict[str, Any]) -> list[str]:
-    return [f"{k} {stored.get(k)!r} vs {now.get(k)!r}" for k in IDENTITY_KEYS
-            if (k in stored or k in now) and stored.get(k) != now.get(k)]
+_identity_diff = identity_diff
 
 
 # --------------------------------------------------------------------------- calibration
