@@ -138,40 +138,40 @@ class ArchConfig:
         for fname in ("stem_channels", "head_channels", "resolution"):
             v = getattr(self, fname)
             if not isinstance(v, int) or isinstance(v, bool) or v < 1:
-                raise ConfigError(f"{fname}={v!r}: must be a positive integer")
+                raise ConfigError(f"{fname}={v!r}: must be a positive integer", field=fname)
         if self.resolution < 8:
-            raise ConfigError(f"resolution={self.resolution}: must be at least 8 pixels")
+            raise ConfigError(f"resolution={self.resolution}: must be at least 8 pixels", field="resolution")
         if not self.stages:
-            raise ConfigError("stages: at least one stage is required")
+            raise ConfigError("stages: at least one stage is required", field="stages")
         for i, st in enumerate(self.stages):
             where = f"stages[{i}]"
             if not isinstance(st, StageConfig):
-                raise ConfigError(f"{where}: expected a stage object, got {type(st).__name__}")
+                raise ConfigError(f"{where}: expected a stage object, got {type(st).__name__}", field=where)
             for fname in ("depth", "width", "kernel"):
                 v = getattr(st, fname)
                 if not isinstance(v, int) or isinstance(v, bool) or v < 1:
-                    raise ConfigError(f"{where}.{fname}={v!r}: must be a positive integer")
+                    raise ConfigError(f"{where}.{fname}={v!r}: must be a positive integer", field=f"{where}.{fname}")
             if st.width % 2:
                 raise ConfigError(
                     f"{where}.width={st.width}: must be even (the down-sampling unit and the channel shuffle "
-                    "split channels in two halves)"
-                )
+                    "split channels in two halves)", field=f"{where}.width")
             r = st.split_ratio
             if isinstance(r, bool) or not isinstance(r, (int, float)) or not (0.0 < float(r) < 1.0):
-                raise ConfigError(f"{where}.split_ratio={r!r}: must be strictly between 0 and 1 (paper: 0.5)")
+                raise ConfigError(f"{where}.split_ratio={r!r}: must be strictly between 0 and 1 (paper: 0.5)",
+                                  field=f"{where}.split_ratio")
             branch = st.width * float(r)
             if abs(branch - round(branch)) > 1e-6 or round(branch) < 1:
                 raise ConfigError(
                     f"{where}.split_ratio={r:g}: width {st.width} x {r:g} = {branch:g} channels is not a whole "
-                    "number; pick a width divisible by the ratio's denominator"
-                )
+                    "number; pick a width divisible by the ratio's denominator", field=f"{where}.split_ratio")
             if st.kernel not in KERNELS:
-                raise ConfigError(f"{where}.kernel={st.kernel}: must be one of {list(KERNELS)}")
+                raise ConfigError(f"{where}.kernel={st.kernel}: must be one of {list(KERNELS)}",
+                    field=f"{where}.kernel")
             if not isinstance(st.se, bool):
-                raise ConfigError(f"{where}.se={st.se!r}: must be true or false")
+                raise ConfigError(f"{where}.se={st.se!r}: must be true or false", field=f"{where}.se")
         for fname in ("residual", "extra_dw"):
             if not isinstance(getattr(self, fname), bool):
-                raise ConfigError(f"{fname}={getattr(self, fname)!r}: must be true or false")
+                raise ConfigError(f"{fname}={getattr(self, fname)!r}: must be true or false", field=fname)
 
     # ----------------------------------------------------------------- structure
     def blocks(self) -> list[BlockKey]:
@@ -219,29 +219,32 @@ class ArchConfig:
         """Build from the JSON object form. Extra keys (provenance written by export) are ignored
         only under ``"provenance"``; any other unknown key is an error that names it."""
         if not isinstance(d, Mapping):
-            raise ConfigError(f"config: expected a JSON object, got {type(d).__name__}")
+            raise ConfigError(f"config: expected a JSON object, got {type(d).__name__}", field="config")
         if "config" in d and isinstance(d["config"], Mapping):  # an export file: config + provenance
             d = d["config"]
         known = {"resolution", "stem_channels", "stages", "head_channels", "residual", "extra_dw", "name",
                  "provenance"}
         for k in d:
             if k not in known:
-                raise ConfigError(f"config key {k!r}: unknown; expected one of {sorted(known - {'provenance'})}")
+                raise ConfigError(f"config key {k!r}: unknown; expected one of {sorted(known - {'provenance'})}",
+                                  field=k)
         if "stages" not in d:
-            raise ConfigError("config key 'stages': missing")
+            raise ConfigError("config key 'stages': missing", field="stages")
         if not isinstance(d["stages"], list):
-            raise ConfigError("stages: must be a list of stage objects")
+            raise ConfigError("stages: must be a list of stage objects", field="stages")
         stages = []
         stage_keys = {"depth", "width", "split_ratio", "se", "kernel"}
         for i, s in enumerate(d["stages"]):
             if not isinstance(s, Mapping):
-                raise ConfigError(f"stages[{i}]: must be an object with keys {sorted(stage_keys)}")
+                raise ConfigError(f"stages[{i}]: must be an object with keys {sorted(stage_keys)}",
+                    field=f"stages[{i}]")
             for k in s:
                 if k not in stage_keys:
-                    raise ConfigError(f"stages[{i}].{k}: unknown key; expected {sorted(stage_keys)}")
+                    raise ConfigError(f"stages[{i}].{k}: unknown key; expected {sorted(stage_keys)}",
+                        field=f"stages[{i}].{k}")
             for k in ("depth", "width"):
                 if k not in s:
-                    raise ConfigError(f"stages[{i}].{k}: missing")
+                    raise ConfigError(f"stages[{i}].{k}: missing", field=f"stages[{i}].{k}")
             stages.append(StageConfig(**dict(s)))
         kw = {k: d[k] for k in ("resolution", "stem_channels", "head_channels", "residual", "extra_dw", "name")
               if k in d}
@@ -252,7 +255,7 @@ class ArchConfig:
         try:
             obj = json.loads(text)
         except json.JSONDecodeError as e:
-            raise ConfigError(f"config: not valid JSON ({e.msg} at line {e.lineno})") from None
+            raise ConfigError(f"config: not valid JSON ({e.msg} at line {e.lineno})", field="config") from None
         return cls.from_dict(obj)
 
     def hash(self) -> str:
@@ -296,7 +299,7 @@ class ArchConfig:
             elif t == "dw":
                 kw["extra_dw"] = True
             else:
-                raise ConfigError(f"config string token {t!r}: not understood (e.g. d4w116s0.5k3)")
+                raise ConfigError(f"config string token {t!r}: not understood (e.g. d4w116s0.5k3)", field="config")
         return cls(stages=tuple(stages), **kw)
 
     def with_resolution(self, resolution: int) -> "ArchConfig":
@@ -343,7 +346,7 @@ def preset(name: str) -> ArchConfig:
         aliases[short.replace(".0x", "x")] = k
         aliases["shufflenetv2-" + short.replace(".0x", "x")] = k
     if key not in aliases:
-        raise ConfigError(f"--preset {name!r}: unknown; choose one of {sorted(PRESETS)}")
+        raise ConfigError(f"preset {name!r}: unknown; choose one of {sorted(PRESETS)}", field="preset")
     return PRESETS[aliases[key]]
 
 
@@ -357,14 +360,14 @@ def load_config(source: "ArchConfig | Mapping[str, Any] | str | Path") -> ArchCo
         p = Path(source)
         if p.suffix == ".json" or p.exists():
             if not p.is_file():
-                raise ConfigError(f"{p}: config file not found")
+                raise ConfigError(f"{p}: config file not found", field="config")
             try:
                 text = p.read_text()
             except OSError as e:
-                raise ConfigError(f"{p}: cannot read config ({e.strerror})") from None
+                raise ConfigError(f"{p}: cannot read config ({e.strerror})", field="config") from None
             try:
                 return ArchConfig.from_json(text)
             except ConfigError as e:
-                raise ConfigError(f"{p}: {e}") from None
+                raise ConfigError(f"{p}: {e}", field=e.field) from None
         return preset(str(source))
-    raise ConfigError(f"config: cannot build from {type(source).__name__}")
+    raise ConfigError(f"config: cannot build from {type(source).__name__}", field="config")

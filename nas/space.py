@@ -190,18 +190,19 @@ def default_space_path() -> Path:
 
 def _check_list(where: str, value: Any, typ: type) -> tuple:
     if not isinstance(value, list):
-        raise SpaceError(f"{where}: must be a list of choices, e.g. [{'1' if typ is not bool else 'false'}]")
+        raise SpaceError(f"{where}: must be a list of choices, e.g. [{'1' if typ is not bool else 'false'}]",
+            field=where)
     if not value:
-        raise SpaceError(f"{where}: empty list; give at least one choice")
+        raise SpaceError(f"{where}: empty list; give at least one choice", field=where)
     out = []
     for v in value:
         if typ is float and isinstance(v, int) and not isinstance(v, bool):
             v = float(v)
         if typ is int and isinstance(v, bool) or not isinstance(v, typ):
-            raise SpaceError(f"{where}: choice {v!r} is {type(v).__name__}, expected {typ.__name__}")
+            raise SpaceError(f"{where}: choice {v!r} is {type(v).__name__}, expected {typ.__name__}", field=where)
         out.append(v)
     if len(set(out)) != len(out):
-        raise SpaceError(f"{where}: duplicate choices {out}")
+        raise SpaceError(f"{where}: duplicate choices {out}", field=where)
     return tuple(sorted(out))
 
 
@@ -209,29 +210,29 @@ def space_from_dict(d: dict[str, Any], *, source: str = "") -> SearchSpace:
     """Validate a parsed space document and build the :class:`SearchSpace`."""
     for k in d:
         if k not in _TOP_KEYS:
-            raise SpaceError(f"{source}: unknown key {k!r}; expected one of {sorted(_TOP_KEYS)}")
+            raise SpaceError(f"{source}: unknown key {k!r}; expected one of {sorted(_TOP_KEYS)}", field=k)
     for k in _REQUIRED_TOP:
         if k not in d:
-            raise SpaceError(f"{source}: missing key {k!r}")
+            raise SpaceError(f"{source}: missing key {k!r}", field=k)
     if not isinstance(d["name"], str) or not d["name"]:
-        raise SpaceError(f"{source}: key 'name' must be a non-empty string")
+        raise SpaceError(f"{source}: key 'name' must be a non-empty string", field="name")
     top = {k: _check_list(f"{source}: key {k!r}", d[k], _TOP_KEYS[k])
            for k in ("resolution", "stem_channels", "head_channels")}
     for k in ("residual", "extra_dw"):
         top[k] = _check_list(f"{source}: key {k!r}", d.get(k, [False]), bool)
     if not isinstance(d["stages"], list) or not d["stages"]:
-        raise SpaceError(f"{source}: key 'stages' must be one or more [[stages]] tables")
+        raise SpaceError(f"{source}: key 'stages' must be one or more [[stages]] tables", field="stages")
     stages = []
     for i, st in enumerate(d["stages"]):
         where = f"{source}: stages[{i}]"
         if not isinstance(st, dict):
-            raise SpaceError(f"{where}: must be a table with keys {sorted(_STAGE_KEYS)}")
+            raise SpaceError(f"{where}: must be a table with keys {sorted(_STAGE_KEYS)}", field=where)
         for k in st:
             if k not in _STAGE_KEYS:
-                raise SpaceError(f"{where}: unknown key {k!r}; expected {sorted(_STAGE_KEYS)}")
+                raise SpaceError(f"{where}: unknown key {k!r}; expected {sorted(_STAGE_KEYS)}", field=where)
         for k in _STAGE_KEYS:
             if k not in st:
-                raise SpaceError(f"{where}: missing key {k!r}")
+                raise SpaceError(f"{where}: missing key {k!r}", field=where)
         stages.append(StageSpace(**{k: _check_list(f"{where}.{k}", st[k], t) for k, t in _STAGE_KEYS.items()}))
     space = SearchSpace(name=d["name"], stages=tuple(stages), source=source, **top)
     _check_all_valid(space, source)
@@ -244,20 +245,20 @@ def _check_all_valid(space: SearchSpace, source: str) -> None:
         where = f"{source}: stages[{i}]"
         for k in st.kernel:
             if k not in KERNELS:
-                raise SpaceError(f"{where}.kernel: {k} is not one of {list(KERNELS)}")
+                raise SpaceError(f"{where}.kernel: {k} is not one of {list(KERNELS)}", field=where)
         for w, r in itertools.product(st.width, st.split_ratio):
             try:
                 StageConfig(depth=min(st.depth), width=w, split_ratio=r, kernel=min(st.kernel), se=False)
                 ArchConfig(stages=(StageConfig(depth=1, width=w, split_ratio=r),))
             except ConfigError as e:
-                raise SpaceError(f"{where}: width {w} with split_ratio {r:g} is invalid: {e}") from None
+                raise SpaceError(f"{where}: width {w} with split_ratio {r:g} is invalid: {e}", field=where) from None
         if min(st.depth) < 1:
-            raise SpaceError(f"{where}.depth: {min(st.depth)} must be at least 1")
+            raise SpaceError(f"{where}.depth: {min(st.depth)} must be at least 1", field=where)
     for cfg in (space.smallest, space.largest):
         try:
             cfg()
         except ConfigError as e:
-            raise SpaceError(f"{source}: {e}") from None
+            raise SpaceError(f"{source}: {e}", field=e.field) from None
 
 
 def load_space(path: "str | Path | None" = None) -> SearchSpace:
@@ -272,15 +273,15 @@ def load_space(path: "str | Path | None" = None) -> SearchSpace:
         name = path or DEFAULT_SPACE
         p = Path(str(resources.files("nas.search_spaces").joinpath(f"{name}.toml")))
         if not p.is_file():
-            raise SpaceError(f"space {name!r}: no such shipped space; pass a path to a .toml file")
+            raise SpaceError(f"space {name!r}: no such shipped space; pass a path to a .toml file", field="space")
     else:
         p = Path(path)
     if not p.is_file():
-        raise SpaceError(f"{p}: space file not found")
+        raise SpaceError(f"{p}: space file not found", field="space")
     try:
         doc = tomllib.loads(p.read_text())
     except tomllib.TOMLDecodeError as e:
-        raise SpaceError(f"{p}: not valid TOML ({e})") from None
+        raise SpaceError(f"{p}: not valid TOML ({e})", field="space") from None
     except (OSError, UnicodeDecodeError) as e:
-        raise SpaceError(f"{p}: cannot read ({e})") from None
+        raise SpaceError(f"{p}: cannot read ({e})", field="space") from None
     return space_from_dict(doc, source=str(p))

@@ -51,13 +51,14 @@ def parse_budget(text: str) -> Budget:
     """
     m = _PATTERN.match(text or "")
     if not m:
-        raise BudgetError(f"--budget {text!r}: not a number with a unit; write e.g. 150MFLOPs, 5ms or 3Mparams")
+        raise BudgetError(f"budget {text!r}: not a number with a unit; write e.g. 150MFLOPs, 5ms or 3Mparams",
+                          field="budget")
     value = float(m.group(1))
     unit = m.group(2)
     if text.strip().startswith("-") or value <= 0:
-        raise BudgetError(f"--budget {text!r}: must be positive")
+        raise BudgetError(f"budget {text!r}: must be positive", field="budget")
     if not unit:
-        raise BudgetError(f"--budget {text!r}: no unit; write e.g. 150MFLOPs, 5ms or 3Mparams")
+        raise BudgetError(f"budget {text!r}: no unit; write e.g. 150MFLOPs, 5ms or 3Mparams", field="budget")
     low = unit.lower()
     for suffix, metric in (("flops", "macs"), ("macs", "macs"), ("params", "params")):
         if low.endswith(suffix):
@@ -69,5 +70,5 @@ def parse_budget(text: str) -> Budget:
         limit_ms = value * {"ms": 1.0, "us": 1e-3, "s": 1e3}[low]
         return Budget(metric="latency_ms", limit=limit_ms, text=text.strip())
     raise BudgetError(
-        f"--budget {text!r}: unknown unit {unit!r}; use MFLOPs/GFLOPs (mult-adds), ms, or Mparams/Kparams"
-    )
+        f"budget {text!r}: unknown unit {unit!r}; use MFLOPs/GFLOPs (mult-adds), ms, or Mparams/Kparams",
+        field="budget")

@@ -81,11 +81,27 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _flag_prefix(parser: argparse.ArgumentParser, args: argparse.Namespace, e: NasError) -> str:
-    """``"--flag: "`` for an error whose ``field`` is one of this command's options (``""`` otherwise)."""
-    field = getattr(e, "field", None)
+def _with_flag(parser: argparse.ArgumentParser, args: argparse.Namespace, e: NasError) -> str:
+    """The error's message in the command's terms: its ``field`` shown as the command's flag.
+
+    A message that starts with the field's name (``"proxy_preset 'x': unknown"``) gets the flag in its place
+    (``"--proxy-preset 'x': unknown"``); any other gets ``"--proxy-preset: "`` in front. Fields that are not
+    options of the running command (a table key, a file) leave the message as it is.
+    """
+    msg = str(e)
+    flag = _flag_for(parser, args, getattr(e, "field", None))
+    if flag is None or msg.startswith(flag):
+        return msg
+    field = e.field or ""
+    if msg.startswith(field) and msg[len(field):len(field) + 1] in (" ", ":", ""):
+        return flag + msg[len(field):]
+    return f"{flag}: {msg}"
+
+
+def _flag_for(parser: argparse.ArgumentParser, args: argparse.Namespace, field: str | None) -> str | None:
+    """The longest option string of the running (sub)command whose dest is ``field``, if any."""
     if not field:
-        return ""
+        return None
 
     def parsers(p: argparse.ArgumentParser, depth: int = 0) -> Iterator[argparse.ArgumentParser]:
         for action in p._actions:
@@ -98,9 +114,8 @@ def _flag_prefix(parser: argparse.ArgumentParser, args: argparse.Namespace, e: N
     for p in parsers(parser):
         for action in p._actions:
             if action.dest == field and action.option_strings:
-                flag = max(action.option_strings, key=len)
-                return "" if str(e).startswith(flag) else f"{flag}: "
-    return ""
+                return max(action.option_strings, key=len)
+    return None
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -116,7 +131,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return int(args.func(args) or 0)
     except NasError as e:
-        sys.stderr.write(f"nas: error: {_flag_prefix(parser, args, e)}{e}\n")
+        sys.stderr.write(f"nas: error: {_with_flag(parser, args, e)}\n")
         return e.exit_code
     except KeyboardInterrupt:
         sys.stderr.write("nas: interrupted; everything completed so far is saved, re-run the command to resume\n")
