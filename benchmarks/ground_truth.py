@@ -1,0 +1,166 @@
+"""Ground-truth accuracy for benchmarks: one fixed, longer training recipe on the full Fashion-MNIST, cached.
+
+The search's proxy trains ~40 steps on 2,500 images; its accuracies are a ranking signal, not a result. This
+module gives the figure a benchmark judges by: :data:`RECIPE` (3 epochs over 20,000 training images at 64², the
+resolution the proxy uses, i.e. 24x the quick proxy's images) evaluated once on the official 10,000-image test
+split. Its binomial standard error is sqrt(p(1-p)/10,000), about 0.3 points at 90 %; the seed-to-seed spread
+of the recipe itself is measured by ``python benchmarks/ground_truth.py spread`` and must be reported beside
+every ground-truth figure (``spread`` in the cache file).
+
+Requires Debian's ``dataset-fashion-mnist`` (``/usr/share/datasets/fashion-mnist``); tests never use it.
+
+Every result is appended to ``benchmarks/results/ground_truth.jsonl`` keyed by (config hash, recipe hash,
+seed), so no benchmark trains the same network twice; a training run checkpoints every epoch under
+``runs/ground_truth/<key>/`` and a killed run resumes there.
+
+    python benchmarks/ground_truth.py spread --preset shufflenetv2-1.0x --seeds 3
+    python benchmarks/ground_truth.py fidelity --n 24 --min-mflops 60 --max-mflops 150
+    python benchmarks/ground_truth.py show
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import math
+import os
+import random
+import sys
+import time
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parents[1]
+CACHE = REPO / "benchmarks" / "results" / "ground_truth.jsonl"
+WORK = REPO / "runs" / "ground_truth"
+DATA = "fashion-mnist"
+TEST_IMAGES = 10_000  # the official Fashion-MNIST test split
+
+
+def recipe() -> Any:
+    """The fixed ground-truth recipe (a :class:`nas.training.train.TrainSettings`)."""
+    from nas.training.train import TrainSettings
+
+    # 3 epochs x 20,000 images = 60,000 images seen (24x the quick proxy's 2,500); 64² as the proxy; a 2,000-image
+    # validation split is carved out of the train split only because training needs one; the figure is test.
+    return TrainSettings(epochs=3, resolution=64, batch_size=128, lr=0.1, warmup_epochs=0.3, val_size=2000,
+                         train_size=20_000, split_seed=0, augment=True, threads=1)
+
+
+def recipe_hash() -> str:
+    return hashlib.sha256(json.dumps(asdict(recipe()) | {"data": DATA}, sort_keys=True).encode()).hexdigest()[:12]
+
+
+def _key(cfg: Any, seed: int) -> str:
+    return f"{cfg.hash()[:16]}-{recipe_hash()}-s{seed}"
+
+
+def read_cache(path: Path = CACHE) -> dict[str, dict[str, Any]]:
+    out: dict[str, dict[str, Any]] = {}
+    if path.is_file():
+        for line in path.read_text().splitlines():
+            if line.strip():
+                rec = json.loads(line)
+                out[rec["key"]] = rec
+    return out
+
+
+def _append(rec: dict[str, Any], path: Path = CACHE) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("a") as f:  # one line per result, flushed: a kill loses at most the run in flight
+        f.write(json.dumps(rec, sort_keys=True) + "\n")
+        f.flush()
+        os.fsync(f.fileno())
+
+
+def ground_truth(cfg: Any, *, seed: int = 0, threads: int = 1, label: str = "") -> dict[str, Any]:
+    """The cached ground-truth record of ``cfg`` (trained now if absent): test accuracy, its binomial SE."""
+    from dataclasses import replace
+
+    from nas.macs import count_macs
+    from nas.training.train import train
+
+    key = _key(cfg, seed)
+    hit = read_cache().get(key)
+    if hit is not None:
+        return hit
+    t0 = time.time()
+    res = train(cfg, data=DATA, settings=replace(recipe(), threads=threads), out_dir=WORK / key, seed=seed)
+    acc = float(res.test_accuracy)
+    macs, params = count_macs(cfg)
+    rec = {"key": key, "config_hash": cfg.hash(), "recipe": recipe_hash(), "seed": seed, "label": label,
+           "test_accuracy": acc, "se_binomial": math.sqrt(acc * (1 - acc) / TEST_IMAGES),
+           "val_accuracy": float(res.val_accuracy), "macs": macs, "params": params,
+           "train_seconds": round(time.time() - t0, 1), "threads": threads, "config": cfg.to_dict(),
+           "load": os.getloadavg()[0]}
+    _append(rec)
+    return rec
+
+
+def spread(records: list[dict[str, Any]]) -> dict[str, float]:
+    accs = [r["test_accuracy"] for r in records]
+    mean = sum(accs) / len(accs)
+    std = math.sqrt(sum((a - mean) ** 2 for a in accs) / (len(accs) - 1)) if len(accs) > 1 else float("nan")
+    return {"n": len(accs), "mean": mean, "std": std, "min": min(accs), "max": max(accs)}
+
+
+def fidelity_configs(n: int, lo_mflops: float, hi_mflops: float, *, seed: int = 0) -> list[Any]:
+    """``n`` configs of the default space, stratified by MACs over [lo, hi] MFLOPs (one per equal-width bin)."""
+    from nas.macs import count_macs
+    from nas.space import load_space
+
+    space = load_space(None)
+    rng = random.Random(seed)
+    edges = [lo_mflops + (hi_mflops - lo_mflops) * i / n for i in range(n + 1)]
+    out: list[Any] = []
+    for i in range(n):
+        for _ in range(20_000):  # rejection sampling, bounded: a bin that stays empty is reported
+            cfg = space.sample(rng)
+            m = count_macs(cfg)[0] / 1e6
+            if edges[i] <= m < edges[i + 1]:
+                out.append(cfg)
+                break
+        else:
+            raise SystemExit(f"no config found in [{edges[i]:.0f}, {edges[i + 1]:.0f}) MFLOPs")
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    sub = ap.add_subparsers(dest="cmd", required=True)
+    s = sub.add_parser("spread", help="seed-to-seed spread of the recipe on one network")
+    s.add_argument("--preset", default="shufflenetv2-1.0x")
+    s.add_argument("--seeds", type=int, default=3)
+    f = sub.add_parser("fidelity", help="ground truth of n MAC-stratified architectures (seed 0)")
+    f.add_argument("--n", type=int, default=24)
+    f.add_argument("--min-mflops", type=float, default=60)
+    f.add_argument("--max-mflops", type=float, default=150)
+    f.add_argument("--sample-seed", type=int, default=0)
+    sub.add_parser("show", help="print the cache")
+    for p in (s, f):
+        p.add_argument("--threads", type=int, default=1)
+    args = ap.parse_args(argv)
+    if args.cmd == "show":
+        for r in read_cache().values():
+            print(f"{r['label'] or r['config_hash'][:10]:<24} seed {r['seed']} {r['test_accuracy'] * 100:6.2f} % "
+                  f"± {r['se_binomial'] * 100:.2f}  {r['macs'] / 1e6:6.1f} MFLOPs  {r['train_seconds']:6.0f} s "
+                  f"(load {r['load']:.1f})")
+        return 0
+    from nas.arch import preset
+
+    if args.cmd == "spread":
+        cfg = preset(args.preset)
+        recs = [ground_truth(cfg, seed=k, threads=args.threads, label=args.preset) for k in range(args.seeds)]
+        print(json.dumps({"preset": args.preset, "recipe": recipe_hash(), **spread(recs)}))
+        return 0
+    cfgs = fidelity_configs(args.n, args.min_mflops, args.max_mflops, seed=args.sample_seed)
+    for i, cfg in enumerate(cfgs):
+        rec = ground_truth(cfg, seed=0, threads=args.threads, label=f"fidelity-{args.sample_seed}-{i:02d}")
+        print(f"{i + 1}/{len(cfgs)} {rec['macs'] / 1e6:.0f} MFLOPs: {rec['test_accuracy'] * 100:.2f} %", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
