@@ -3,8 +3,11 @@
 
 from __future__ import annotations
 
+import io
+import math
 import os
 import platform
+import threading
 
 import pytest
 import torch
@@ -12,8 +15,9 @@ from torch import nn
 
 from nas.backends import Backend, MeasureSettings, Measurement, available_backends, get_backend, register, summarize
 from nas.backends.cuda import cuda_available
+from nas.backends.identity import IDENTITY_KEYS, identity_diff
 from nas.backends.onnxruntime import export_onnx, measure_many_onnx_bytes, measure_onnx_bytes
-from nas.errors import BackendUnavailableError, MeasurementError, UsageError
+from nas.errors import AgentError, BackendUnavailableError, MeasurementError, NasError, UsageError
 
 FAST = MeasureSettings(warmup=2, min_repeats=5, max_repeats=30, min_time_s=0.01, rounds=2, retries=1)
 
@@ -64,30 +68,101 @@ def test_registry_refuses_duplicates_and_accepts_a_new_backend_without_touching_
 
 
 def test_unknown_runtime_and_bad_arguments():
-    with pytest.raises(BackendUnavailableError):
+    with pytest.raises(BackendUnavailableError) as e:
         get_backend("cpu", runtime="no-such-runtime")
-    with pytest.raises(UsageError):
+    assert e.value.field == "runtime"
+    with pytest.raises(UsageError) as e:
         get_backend("tpu")  # type: ignore[arg-type]
-    with pytest.raises(UsageError):
+    assert e.value.field == "device"
+    with pytest.raises(UsageError) as e:
         get_backend("cpu", threads=0)
-    with pytest.raises(UsageError, match="--runtime onnxruntime"):  # a board agent has its own runtime
+    assert e.value.field == "threads"
+    with pytest.raises(UsageError) as e:
+        get_backend("cpu", batch=0)
+    assert e.value.field == "batch"
+    with pytest.raises(UsageError) as e:  # a board agent has its own runtime
         get_backend("arm", remote="127.0.0.1:1", runtime="onnxruntime")
-    with pytest.raises(UsageError):
+    assert e.value.field == "runtime"
+    with pytest.raises(UsageError) as e:
         MeasureSettings(min_repeats=10, max_repeats=5)
-    with pytest.raises(UsageError):
+    assert e.value.field == "max_repeats"
+    with pytest.raises(UsageError) as e:
         MeasureSettings(clock="cycles")  # type: ignore[arg-type]
+    assert e.value.field == "clock"
+    with pytest.raises(UsageError) as e:
+        MeasureSettings(retries=-1)
+    assert e.value.field == "retries"
 
 
 @pytest.mark.skipif(platform.machine().lower() in ("aarch64", "arm64"), reason="this host is ARM")
 def test_arm_without_remote_on_x86_is_unavailable():
-    with pytest.raises(BackendUnavailableError, match="--remote"):
+    with pytest.raises(BackendUnavailableError) as e:
         get_backend("arm")
+    assert e.value.field == "device" and "agent" in str(e.value)
 
 
 @pytest.mark.skipif(cuda_available(), reason="CUDA is present")
 def test_gpu_without_cuda_is_unavailable():
-    with pytest.raises(BackendUnavailableError, match="CUDA"):
+    with pytest.raises(BackendUnavailableError, match="CUDA") as e:
         get_backend("gpu")
+    assert e.value.field == "device"
+
+
+# --------------------------------------------------------------------------- the contract every backend keeps
+AGENT_TOKEN = "backend-contract-token-0123456789"
+GPU_RUNTIMES = ("torch-cuda", "onnxruntime-cuda")
+
+
+@pytest.fixture(scope="module")
+def loopback_agent():
+    """A real agent server on loopback (in this process, on its own thread) for the ``remote`` backend."""
+    from nas.agent.server import make_server
+
+    server = make_server(port=0, token=AGENT_TOKEN, log=io.StringIO())
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"127.0.0.1:{server.port}"
+    server.shutdown()
+    server.server_close()
+    thread.join(timeout=10)
+
+
+def _contract_backend(runtime: str, request: pytest.FixtureRequest) -> Backend:
+    if runtime == "remote":
+        return get_backend("cpu", remote=request.getfixturevalue("loopback_agent"), token=AGENT_TOKEN)
+    device = "gpu" if runtime in GPU_RUNTIMES else "cpu"
+    try:
+        return get_backend(device, threads=1, batch=1, runtime=runtime)  # type: ignore[arg-type]
+    except BackendUnavailableError as e:
+        pytest.skip(f"{runtime} is not available here: {e}")
+
+
+@pytest.mark.parametrize("runtime", available_backends())
+def test_backend_contract(runtime, request):
+    """Every backend the registry reports: the same interface, a real tiny block timed to a positive finite
+    median, an identity with the comparable keys, and a typed error for an input the model cannot take."""
+    be = _contract_backend(runtime, request)
+    try:
+        assert isinstance(be, Backend) and be.name == runtime
+        assert (be.device, be.threads, be.batch) == ("gpu" if runtime in GPU_RUNTIMES else "cpu", 1, 1)
+        ident = be.identity()
+        assert set(IDENTITY_KEYS) - {"gpu_model"} <= set(ident), sorted(set(IDENTITY_KEYS) - set(ident))
+        assert ("gpu_model" in ident) == (be.device == "gpu")
+        assert (ident["device"], ident["threads"], ident["batch"]) == (be.device, 1, 1)
+        assert identity_diff(ident, be.identity()) == []  # stable between two calls
+        # torch-cuda measures modules; every other backend takes ONNX bytes as well.
+        model = small_net() if runtime == "torch-cuda" else export_onnx(small_net(), input_shape=(1, 3, 8, 8))
+        m = be.measure(model, input_shape=(3, 8, 8), settings=FAST)
+        assert isinstance(m, Measurement) and math.isfinite(m.median_ms) and m.median_ms > 0
+        assert m.n >= FAST.min_repeats and len(m.round_medians_ms) == FAST.rounds
+        with pytest.raises((MeasurementError, AgentError)) as e:  # 5 channels into a 3-channel model
+            be.measure(model, input_shape=(5, 8, 8), settings=FAST)
+        assert isinstance(e.value, NasError) and str(e.value)
+        with pytest.raises(UsageError) as e:
+            be.measure_many([model], input_shapes=[], settings=FAST)
+        assert e.value.field == "input_shapes"
+    finally:
+        be.close()
 
 
 # --------------------------------------------------------------------------- onnxruntime CPU

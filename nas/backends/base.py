@@ -1,4 +1,4 @@
-"""The one measurement interface every backend implements, and the registry that picks one.
+"""The one measurement interface every backend implements: settings, results, and the timing protocol.
 
 A :class:`Backend` times a whole ``nn.Module`` (or serialized ONNX bytes) on one device with one
 setting (threads, batch) and returns a :class:`Measurement`. Backends that run locally implement
@@ -7,43 +7,24 @@ measurement protocol (warm-up, adaptive repeat count, interleaved rounds, median
 re-measurement of noisy results) once for all of them. A backend that cannot prepare a runner
 locally (the board agent's ``remote`` backend) overrides :meth:`Backend.measure` instead.
 
-Adding a backend never touches the others::
-
-    from nas.backends import register
-    register("tensorrt", lambda *, device, threads, batch, remote, token: TensorRTBackend(...))
-
-and ``get_backend(..., runtime="tensorrt")`` returns it.
+The registry that picks a backend is :mod:`nas.backends.registry`; host facts are :mod:`nas.backends.host`.
 """
 
 from __future__ import annotations
 
 import contextlib
-import importlib
 import os
-import platform
 import statistics
 from abc import ABC, abstractmethod
 from dataclasses import asdict, dataclass, replace
 from typing import TYPE_CHECKING, Any, Iterator, Literal, Protocol, Sequence
 
-from nas.errors import BackendUnavailableError, MeasurementError, UsageError
+from nas.errors import MeasurementError, UsageError
 
 if TYPE_CHECKING:  # pragma: no cover
     import torch.nn as nn
 
-__all__ = [
-    "Backend",
-    "BackendFactory",
-    "Device",
-    "MeasureSettings",
-    "Measurement",
-    "Runner",
-    "available_backends",
-    "get_backend",
-    "register",
-    "host_identity",
-    "summarize",
-]
+__all__ = ["Backend", "DEVICES", "Device", "MeasureSettings", "Measurement", "Runner", "summarize"]
 
 Device = Literal["cpu", "gpu", "arm"]
 DEVICES: tuple[str, ...] = ("cpu", "gpu", "arm")
@@ -77,17 +58,18 @@ class MeasureSettings:
     def __post_init__(self) -> None:
         for name in ("warmup", "rewarm", "retries"):
             if getattr(self, name) < 0:
-                raise UsageError(f"MeasureSettings.{name}={getattr(self, name)}: must be >= 0")
+                raise UsageError(f"MeasureSettings.{name}={getattr(self, name)}: must be >= 0", field=name)
         for name in ("min_repeats", "max_repeats", "rounds"):
             if getattr(self, name) < 1:
-                raise UsageError(f"MeasureSettings.{name}={getattr(self, name)}: must be >= 1")
+                raise UsageError(f"MeasureSettings.{name}={getattr(self, name)}: must be >= 1", field=name)
         if self.max_repeats < self.min_repeats:
             raise UsageError(f"MeasureSettings.max_repeats={self.max_repeats}: must be >= min_repeats "
-                             f"({self.min_repeats})")
+                             f"({self.min_repeats})", field="max_repeats")
         if self.clock not in ("auto", "wall", "thread"):
-            raise UsageError(f"MeasureSettings.clock={self.clock!r}: choose auto, wall or thread")
+            raise UsageError(f"MeasureSettings.clock={self.clock!r}: choose auto, wall or thread", field="clock")
         if self.min_time_s < 0 or self.max_spread_pct <= 0:
-            raise UsageError("MeasureSettings.min_time_s must be >= 0 and max_spread_pct > 0")
+            raise UsageError("MeasureSettings.min_time_s must be >= 0 and max_spread_pct > 0",
+                             field="min_time_s" if self.min_time_s < 0 else "max_spread_pct")
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -189,11 +171,11 @@ class Backend(ABC):
 
     def __init__(self, *, device: Device, threads: int, batch: int) -> None:
         if device not in DEVICES:
-            raise UsageError(f"--device {device!r}: choose one of {list(DEVICES)}")
+            raise UsageError(f"device {device!r}: choose one of {list(DEVICES)}", field="device")
         if threads < 1:
-            raise UsageError(f"--threads {threads}: must be >= 1")
+            raise UsageError(f"threads {threads}: must be >= 1", field="threads")
         if batch < 1:
-            raise UsageError(f"--batch {batch}: must be >= 1")
+            raise UsageError(f"batch {batch}: must be >= 1", field="batch")
         self.device = device
         self.threads = threads
         self.batch = batch
@@ -225,7 +207,7 @@ class Backend(ABC):
         if settings.clock == "auto":
             return "thread" if (self.threads == 1 and self.device != "gpu") else "wall"
         if settings.clock == "thread" and (self.threads != 1 or self.device == "gpu"):
-            raise UsageError("clock='thread' needs threads=1 on a CPU device; use 'wall'")
+            raise UsageError("clock='thread' needs threads=1 on a CPU device; use 'wall'", field="clock")
         return settings.clock
 
     def full_shape(self, input_shape: Sequence[int]) -> tuple[int, ...]:
@@ -235,7 +217,7 @@ class Backend(ABC):
             return (self.batch, *shape)
         if len(shape) == 4:
             return shape
-        raise UsageError(f"input_shape={shape}: expected (C, H, W) or (N, C, H, W)")
+        raise UsageError(f"input_shape={shape}: expected (C, H, W) or (N, C, H, W)", field="input_shape")
 
     def measure(self, model: "nn.Module | bytes", *, input_shape: Sequence[int],
                 settings: MeasureSettings | None = None) -> Measurement:
@@ -269,7 +251,7 @@ class Backend(ABC):
         """
         settings = settings or MeasureSettings()
         if len(models) != len(input_shapes):
-            raise UsageError("measure_many: one input shape per model is required")
+            raise UsageError("measure_many: one input shape per model is required", field="input_shapes")
         if type(self).prepare is Backend.prepare:  # remote-style backend: no local runner
             return [self.measure(m, input_shape=s, settings=settings) for m, s in zip(models, input_shapes)]
         runners = [self.prepare(m, input_shape=self.full_shape(s), settings=settings)
@@ -341,140 +323,3 @@ def _interleaved(runners: Sequence[Runner], s: MeasureSettings) -> list[Measurem
             break
     assert best is not None
     return [replace(m, flagged=m.spread_pct > s.max_spread_pct, attempts=attempt) for m in best]
-
-
-# --------------------------------------------------------------------------- identity helpers
-def _cpu_model() -> str:
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as f:
-            for line in f:
-                low = line.lower()
-                if low.startswith(("model name", "hardware", "cpu model")) and ":" in line:
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine() or "unknown"
-
-
-def _torch_version() -> str:
-    from importlib.metadata import PackageNotFoundError, version
-
-    try:
-        return version("torch")
-    except PackageNotFoundError:
-        return "not installed"
-
-
-def host_identity(*, device: str, threads: int, batch: int) -> dict[str, Any]:
-    """The host half of a backend identity (CPU model, OS, arch, cores, Python and torch versions)."""
-    return {
-        "device": device,
-        "cpu_model": _cpu_model(),
-        "cpu_count": os.cpu_count() or 0,
-        "os": f"{platform.system()} {platform.release()}",
-        "arch": platform.machine(),
-        "python": platform.python_version(),
-        "torch_version": _torch_version(),
-        "threads": threads,
-        "batch": batch,
-    }
-
-
-# --------------------------------------------------------------------------- registry
-class BackendFactory(Protocol):
-    def __call__(self, *, device: Device, threads: int, batch: int, remote: str | None,
-                 token: str | None) -> Backend: ...
-
-
-_REGISTRY: dict[str, BackendFactory] = {}
-
-# Built-in backends live in their own modules and register themselves when imported; listing the
-# module here only lets get_backend import it on first use (nothing heavy is imported before).
-_BUILTIN_MODULES: dict[str, str] = {
-    "onnxruntime": "nas.backends.onnxruntime",
-    "torch-cuda": "nas.backends.cuda",
-    "onnxruntime-cuda": "nas.backends.cuda",
-    "remote": "nas.backends.remote",
-}
-
-
-def register(name: str, factory: BackendFactory) -> None:
-    """Add a backend under ``name``.
-
-    Raises:
-        ValueError: ``name`` is already registered (a registry refuses duplicates instead of replacing).
-    """
-    if name in _REGISTRY:
-        raise ValueError(f"backend {name!r} is already registered")
-    _REGISTRY[name] = factory
-
-
-def _lookup(name: str) -> BackendFactory:
-    if name not in _REGISTRY and name in _BUILTIN_MODULES:
-        try:
-            importlib.import_module(_BUILTIN_MODULES[name])
-        except ModuleNotFoundError as e:
-            if e.name == _BUILTIN_MODULES[name]:
-                raise BackendUnavailableError(
-                    f"backend {name!r}: module {_BUILTIN_MODULES[name]} is not installed"
-                ) from None
-            raise BackendUnavailableError(f"backend {name!r}: needs Python package {e.name!r}; "
-                                          f"install it with pip") from None
-    if name not in _REGISTRY:
-        raise BackendUnavailableError(f"--runtime {name!r}: unknown backend; choose one of "
-                                      f"{sorted(set(_REGISTRY) | set(_BUILTIN_MODULES))}")
-    return _REGISTRY[name]
-
-
-def available_backends() -> list[str]:
-    """Names that :func:`get_backend` accepts as ``runtime`` (registered or built in)."""
-    return sorted(set(_REGISTRY) | set(_BUILTIN_MODULES))
-
-
-def is_arm_host() -> bool:
-    return platform.machine().lower() in ("aarch64", "arm64", "armv8l", "armv7l")
-
-
-def get_backend(device: Device, *, threads: int = 1, batch: int = 1, remote: str | None = None,
-                token: str | None = None, runtime: str | None = None) -> Backend:
-    """Return the backend that measures on ``device``.
-
-    Args:
-        device: ``cpu`` (onnxruntime CPU EP), ``gpu`` (PyTorch CUDA with cuDNN benchmark; or
-            ``runtime="onnxruntime-cuda"``), ``arm`` (onnxruntime CPU EP on an aarch64 host, or a
-            board agent at ``remote``).
-        threads: intra-op threads (the paper measured ARM single-threaded).
-        batch: batch size prepended to ``(C, H, W)`` input shapes.
-        remote: ``host:port`` of a board agent; measurement then happens there.
-        token: the board agent's shared secret.
-        runtime: a registered backend name, overriding the device's default.
-
-    Returns:
-        A ready :class:`Backend`.
-
-    Raises:
-        BackendUnavailableError: the device is not here (no CUDA, not an ARM host and no ``remote``).
-        UsageError: bad ``device``, ``threads`` or ``batch``.
-    """
-    if device not in DEVICES:
-        raise UsageError(f"--device {device!r}: choose one of {list(DEVICES)}")
-    if remote is not None:
-        if runtime not in (None, "remote"):
-            raise UsageError(f"--runtime {runtime}: a board agent (--remote) measures with its own onnxruntime; "
-                             "drop --runtime or --remote")
-        name = "remote"
-    elif runtime is not None:
-        name = runtime
-    elif device == "gpu":
-        name = "torch-cuda"
-    elif device == "arm":
-        if not is_arm_host():
-            raise BackendUnavailableError(
-                f"--device arm: this host is {platform.machine()}, not ARM; run on the board or pass "
-                "--remote HOST:PORT of a board agent (`nas agent` on the board)"
-            )
-        name = "onnxruntime"
-    else:
-        name = "onnxruntime"
-    return _lookup(name)(device=device, threads=threads, batch=batch, remote=remote, token=token)
-

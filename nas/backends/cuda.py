@@ -15,7 +15,9 @@ from __future__ import annotations
 import copy
 from typing import TYPE_CHECKING, Any
 
-from nas.backends.base import Backend, Device, MeasureSettings, host_identity, register
+from nas.backends.base import Backend, Device, MeasureSettings
+from nas.backends.host import host_identity
+from nas.backends.registry import register
 from nas.backends.onnxruntime import OnnxRuntimeBackend
 from nas.errors import BackendUnavailableError, MeasurementError
 
@@ -40,8 +42,8 @@ def _no_cuda_message() -> str:
     import torch
 
     built = f"CUDA {torch.version.cuda}" if torch.version.cuda else "no CUDA support (CPU build)"
-    return (f"--device gpu: no CUDA device visible (torch {torch.__version__} has {built}); run on a machine "
-            "with an NVIDIA GPU and a CUDA build of torch, or use --device cpu")
+    return (f"device gpu: no CUDA device visible (torch {torch.__version__} has {built}); run on a machine "
+            "with an NVIDIA GPU and a CUDA build of torch, or measure on device cpu")
 
 
 class TorchCudaRunner:
@@ -90,7 +92,7 @@ class TorchCudaBackend(Backend):
     def __init__(self, *, device: Device, threads: int, batch: int, index: int = 0) -> None:
         super().__init__(device=device, threads=threads, batch=batch)
         if not cuda_available():
-            raise BackendUnavailableError(_no_cuda_message())
+            raise BackendUnavailableError(_no_cuda_message(), field="device")
         import torch
 
         self.torch_device = torch.device("cuda", index)
@@ -119,7 +121,7 @@ class TorchCudaBackend(Backend):
                 settings: MeasureSettings) -> TorchCudaRunner:
         if isinstance(model, (bytes, bytearray)):
             raise MeasurementError("the torch-cuda backend measures nn.Modules; for ONNX bytes use "
-                                   "--runtime onnxruntime-cuda")
+                                   "runtime onnxruntime-cuda", field="runtime")
         self.clock_for(settings)  # refuses clock='thread'
         return TorchCudaRunner(model, input_shape=input_shape, device=self.torch_device)
 
@@ -136,9 +138,9 @@ class OrtCudaBackend(OnnxRuntimeBackend):
 
         if self.provider not in ort.get_available_providers():
             raise BackendUnavailableError(
-                f"--runtime onnxruntime-cuda: onnxruntime {ort.__version__} has no CUDAExecutionProvider; "
-                "`pip install onnxruntime-gpu` on a CUDA machine, or use the default torch-cuda runtime"
-            )
+                f"runtime onnxruntime-cuda: onnxruntime {ort.__version__} has no CUDAExecutionProvider; "
+                "`pip install onnxruntime-gpu` on a CUDA machine, or use the default torch-cuda runtime",
+                field="runtime")
 
     def identity(self) -> dict[str, Any]:
         ident = super().identity()

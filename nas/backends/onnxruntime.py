@@ -17,7 +17,9 @@ import time
 import warnings
 from typing import TYPE_CHECKING, Any, Sequence
 
-from nas.backends.base import Backend, Device, MeasureSettings, Measurement, host_identity, register
+from nas.backends.base import Backend, Device, MeasureSettings, Measurement
+from nas.backends.host import host_identity
+from nas.backends.registry import register
 from nas.errors import MeasurementError, UsageError
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -180,7 +182,7 @@ def measure_onnx_bytes(onnx: bytes, *, input_shape: Sequence[int], settings: Mea
     """
     shape = tuple(int(s) for s in input_shape)
     if len(shape) != 4:
-        raise UsageError(f"input_shape={shape}: measure_onnx_bytes needs the full (N, C, H, W) shape")
+        raise UsageError(f"input_shape={shape}: measure_onnx_bytes needs the full (N, C, H, W) shape", field="input_shape")
     backend = OnnxRuntimeBackend(device=device, threads=threads, batch=shape[0])
     return backend.measure(bytes(onnx), input_shape=shape, settings=settings)
 
@@ -207,7 +209,7 @@ def measure_many_onnx_bytes(models: Sequence[bytes], *, input_shapes: Sequence[S
     """
     shapes = [tuple(int(x) for x in s) for s in input_shapes]
     if not shapes or any(len(s) != 4 for s in shapes) or len({s[0] for s in shapes}) != 1:
-        raise UsageError(f"input_shapes={shapes}: need one (N, C, H, W) per model, all with the same N")
+        raise UsageError(f"input_shapes={shapes}: need one (N, C, H, W) per model, all with the same N", field="input_shapes")
     backend = OnnxRuntimeBackend(device=device, threads=threads, batch=shapes[0][0])
     return backend.measure_many([bytes(m) for m in models], input_shapes=shapes, settings=settings)
 

@@ -24,7 +24,12 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Sequence
 
-from nas.backends.base import Backend, Device, MeasureSettings, Measurement, register
+from nas.agent import protocol as wire
+from nas.agent.protocol import TOKEN_ENV, default_token_path
+from nas.backends.base import Backend, Device, MeasureSettings, Measurement
+from nas.backends.host import is_arm, torch_version
+from nas.backends.identity import identity_diff
+from nas.backends.registry import register
 from nas.errors import AgentError, BackendUnavailableError, UsageError
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -33,11 +38,11 @@ if TYPE_CHECKING:  # pragma: no cover
 __all__ = ["RemoteBackend", "parse_address", "read_token", "request_identity", "request_measure",
            "TOKEN_ENV"]
 
-TOKEN_ENV = "NAS_AGENT_TOKEN"
 CONNECT_TIMEOUT_S = 5.0  # a LAN peer answers a TCP connect in milliseconds; 5 s means it is not there
 RETRIES = 5  # reconnect attempts after the first; with BACKOFF_S: 0.5+1+2+4+8 = 15.5 s of waiting at most
 BACKOFF_S = 0.5
 BACKOFF_MAX_S = 8.0
+DEFAULT_AGENT_SECONDS = 120.0  # AgentLimits.max_seconds's default, for an agent that reports no limits
 TIMEOUT_SLACK_S = 30.0  # on top of the agent's caps: upload of a large model on a slow link, JSON
 
 
@@ -45,7 +50,7 @@ def parse_address(remote: str) -> tuple[str, int]:
     """``HOST:PORT`` (``[v6]:PORT`` for IPv6) -> ``(host, port)``.
 
     Raises:
-        UsageError: no port, or a port outside 1..65535.
+        UsageError: no port, or a port outside 1..65535 (field ``remote``).
     """
     text = remote.strip()
     if text.startswith("["):
@@ -53,7 +58,8 @@ def parse_address(remote: str) -> tuple[str, int]:
     else:
         host, sep, port_s = text.rpartition(":")
     if not sep or not host or not port_s.isdigit() or not 1 <= int(port_s) <= 65535:
-        raise UsageError(f"--remote {remote!r}: expected HOST:PORT (e.g. raspberrypi.local:8765, [::1]:8765)")
+        raise UsageError(f"remote {remote!r}: expected HOST:PORT (e.g. raspberrypi.local:8765, [::1]:8765)",
+                         field="remote")
     return host, int(port_s)
 
 
@@ -62,7 +68,7 @@ def read_token(*, token: str | None = None, token_file: "str | Path | None" = No
     else the agent's default token file if this machine has one (an agent on the same machine), else None.
 
     Raises:
-        UsageError: ``token_file`` is missing, unreadable or empty.
+        UsageError: ``token_file`` is missing, unreadable or empty (field ``token_file``).
     """
     if token:
         return token.strip()
@@ -71,17 +77,16 @@ def read_token(*, token: str | None = None, token_file: "str | Path | None" = No
         try:
             text = p.read_text(encoding="utf-8").strip()
         except FileNotFoundError:
-            raise UsageError(f"--token-file {p}: not found; put the token `nas agent` printed on the board there"
-                             ) from None
+            raise UsageError(f"token_file {p}: not found; put the token `nas agent` printed on the board there",
+                             field="token_file") from None
         except (OSError, UnicodeDecodeError) as e:
-            raise UsageError(f"--token-file {p}: cannot read ({e})") from None
+            raise UsageError(f"token_file {p}: cannot read ({e})", field="token_file") from None
         if not text:
-            raise UsageError(f"--token-file {p}: empty; put the token `nas agent` printed on the board there")
+            raise UsageError(f"token_file {p}: empty; put the token `nas agent` printed on the board there",
+                             field="token_file")
         return text
     if os.environ.get(TOKEN_ENV, "").strip():
         return os.environ[TOKEN_ENV].strip()
-    from nas.agent.server import default_token_path
-
     p = default_token_path()
     if p.is_file():
         try:
@@ -121,15 +126,15 @@ def _once(address: tuple[str, int], method: str, path: str, *, token: str | None
             data = resp.read()
         except (TimeoutError, socket.timeout):
             raise AgentError(f"agent {_where(address)}: no answer within {timeout_s:.0f} s; it is hung or "
-                             "overloaded: restart `nas agent` on the board, then re-run with --resume") from None
+                             "overloaded: restart `nas agent` on the board, then resume the build") from None
         try:
             obj = json.loads(data.decode("utf-8")) if data else {}
         except (UnicodeDecodeError, json.JSONDecodeError):
             obj = {}
         if not isinstance(obj, dict):
             obj = {}
-        if resp.status != 200 and "error" not in obj:
-            obj["error"] = f"HTTP {resp.status} {resp.reason} (is this a nas agent?)"
+        if resp.status != 200 and wire.ERROR not in obj:
+            obj[wire.ERROR] = f"HTTP {resp.status} {resp.reason} (is this a nas agent?)"
         return resp.status, obj
     finally:
         conn.close()
@@ -160,13 +165,14 @@ def _request(address: tuple[str, int], method: str, path: str, *, token: str | N
             last = f"{type(e).__name__}: {e}" if str(e) else type(e).__name__
             continue
         if status == 503:  # busy: the agent asks to come back later
-            last = str(obj.get("error", "busy"))
+            last = str(obj.get(wire.ERROR, "busy"))
             continue
         if status != 200:
-            raise AgentError(f"agent {where} refused: {obj['error']}")
+            raise AgentError(f"agent {where} refused: {obj[wire.ERROR]}")
         return obj
     raise AgentError(f"agent {where}: unreachable after {retries + 1} attempts in {time.monotonic() - t0:.0f} s "
-                     f"({last}); start `nas agent` on the board (or check --remote), then re-run with --resume")
+                     f"({last}); start `nas agent` on the board (or check its address), then resume the build",
+                     field="remote")
 
 
 def request_identity(remote: str, *, token: str | None, device: str = "cpu", threads: int = 1, batch: int = 1,
@@ -176,16 +182,16 @@ def request_identity(remote: str, *, token: str | None, device: str = "cpu", thr
     Raises:
         AgentError: refused (e.g. token), unreachable, or hung.
     """
-    q = f"/v1/identity?device={device}&threads={int(threads)}&batch={int(batch)}"
+    q = wire.identity_query(device=device, threads=threads, batch=batch)
     return _request(parse_address(remote), "GET", q, token=token, timeout_s=timeout_s, retries=retries)
 
 
 def _measure_body(models: Sequence[bytes], input_shapes: Sequence[Sequence[int]],
                   settings: MeasureSettings | dict[str, Any], threads: int, device: str) -> tuple[bytes, dict[str, str]]:
-    meta = {"models": [{"input_shape": [int(x) for x in s], "bytes": len(m)} for m, s in zip(models, input_shapes)],
-            "threads": threads, "device": device,
-            "settings": settings.to_dict() if isinstance(settings, MeasureSettings) else settings}
-    headers = {"Content-Type": "application/octet-stream", "X-Nas-Measure": json.dumps(meta)}
+    meta = wire.measure_meta(sizes=[len(m) for m in models], input_shapes=input_shapes, threads=threads,
+                             device=device,
+                             settings=settings.to_dict() if isinstance(settings, MeasureSettings) else settings)
+    headers = {"Content-Type": "application/octet-stream", wire.MEASURE_HEADER: json.dumps(meta)}
     return b"".join(bytes(m) for m in models), headers
 
 
@@ -209,17 +215,11 @@ def request_measure(remote: str, models: "bytes | Sequence[bytes]", *, token: st
     """
     models = [models] if isinstance(models, (bytes, bytearray)) else list(models)
     body, headers = _measure_body(models, input_shapes, settings, threads, device)
-    return _request(parse_address(remote), "POST", "/v1/measure", token=token, body=body, headers=headers,
+    return _request(parse_address(remote), "POST", wire.MEASURE_PATH, token=token, body=body, headers=headers,
                     timeout_s=timeout_s, retries=retries)
 
 
 # --------------------------------------------------------------------------- the backend
-def _is_arm(arch: str) -> bool:
-    from nas.agent.server import ARM_ARCHES
-
-    return arch.lower() in ARM_ARCHES
-
-
 class RemoteBackend(Backend):
     """Measures on a board agent. Creating it contacts the agent once (token, identity, limits).
 
@@ -246,50 +246,44 @@ class RemoteBackend(Backend):
                  connect_timeout_s: float = CONNECT_TIMEOUT_S) -> None:
         super().__init__(device=device, threads=threads, batch=batch)
         if device == "gpu":
-            raise UsageError("--device gpu --remote: the board agent measures with onnxruntime's CPU provider; "
-                             "use --device arm (or cpu)")
+            raise UsageError("device gpu: the board agent measures with onnxruntime's CPU provider; "
+                             "use device arm (or cpu)", field="device")
         self.address = parse_address(remote)
         self.remote = _where(self.address)
         self.token = read_token(token=token)
         if self.token is None:
-            raise UsageError(f"--remote {remote}: the agent needs its token; pass --token-file FILE (the token "
-                             f"`nas agent` printed on the board) or set {TOKEN_ENV}")
+            raise UsageError(f"remote {remote}: the agent needs its token; give a token file (holding the token "
+                             f"`nas agent` printed on the board) or set {TOKEN_ENV}", field="token_file")
         if retries < 0:
-            raise UsageError(f"retries={retries}: must be >= 0")
+            raise UsageError(f"retries={retries}: must be >= 0", field="retries")
         self.retries, self.backoff_s, self.connect_timeout_s = retries, backoff_s, connect_timeout_s
         self.timeout_s = float(timeout_s) if timeout_s is not None else 60.0  # until the limits are known
         info = self._identity_request()
-        self.limits = dict(info.get("limits") or {})
-        self.agent_identity = dict(info["identity"])
+        self.limits = dict(info.get(wire.LIMITS) or {})
+        self.agent_identity = dict(info[wire.IDENTITY])
         if timeout_s is None:
-            self.timeout_s = 2.0 * float(self.limits.get("max_seconds", 120.0)) + TIMEOUT_SLACK_S
+            self.timeout_s = 2.0 * float(self.limits.get(wire.LIMIT_SECONDS, DEFAULT_AGENT_SECONDS)) + TIMEOUT_SLACK_S
         arch = str(self.agent_identity.get("arch", "?"))
-        if device == "arm" and not _is_arm(arch):
+        if device == "arm" and not is_arm(arch):
             raise BackendUnavailableError(
-                f"--device arm: the agent at {self.remote} runs on {arch} "
-                f"({self.agent_identity.get('cpu_model', '?')}), not ARM; point --remote at the board's agent, or "
-                "pass --device cpu to measure on that machine anyway")
+                f"device arm: the agent at {self.remote} runs on {arch} "
+                f"({self.agent_identity.get('cpu_model', '?')}), not ARM; point remote at the board's agent, or "
+                "measure on device cpu to use that machine anyway", field="device")
 
     def _identity_request(self) -> dict[str, Any]:
-        q = f"/v1/identity?device={self.device}&threads={self.threads}&batch={self.batch}"
+        q = wire.identity_query(device=self.device, threads=self.threads, batch=self.batch)
         info = _request(self.address, "GET", q, token=self.token, timeout_s=self.timeout_s, retries=self.retries,
                         backoff_s=self.backoff_s, connect_timeout_s=self.connect_timeout_s)
-        if not isinstance(info.get("identity"), dict):
+        if not isinstance(info.get(wire.IDENTITY), dict):
             raise AgentError(f"agent {self.remote}: answer without an identity (protocol {info.get('protocol')!r}); "
                              "update nas on the board")
         return info
 
     def identity(self) -> dict[str, Any]:
         """The agent's identity (the board's), with the host's exporter version and the agent's address."""
-        from nas.backends.base import _torch_version
-
         ident = dict(self.agent_identity)
-        ident.update(torch_version=_torch_version(), measured_via=f"nas agent at {self.remote}")
+        ident.update(torch_version=torch_version(), measured_via=f"nas agent at {self.remote}")
         return ident
-
-    def status(self) -> dict[str, Any]:
-        """The agent's current ``{"identity", "limits", "stats", "protocol"}`` (a fresh request)."""
-        return self._identity_request()
 
     def portable(self, model: "nn.Module | bytes", *, input_shape: Sequence[int]) -> bytes:
         """ONNX bytes (exported here once; the table sends its reference probe with every block)."""
@@ -321,27 +315,27 @@ class RemoteBackend(Backend):
         """
         settings = settings or MeasureSettings()
         if len(models) != len(input_shapes):
-            raise UsageError("measure_many: one input shape per model is required")
+            raise UsageError("measure_many: one input shape per model is required", field="input_shapes")
         shapes = [self.full_shape(s) for s in input_shapes]
         onnx = [self.portable(m, input_shape=s) for m, s in zip(models, shapes)]
         size = sum(len(b) for b in onnx)
-        cap = int(self.limits.get("max_request_bytes", 0)) or None
+        cap = int(self.limits.get(wire.LIMIT_REQUEST_BYTES, 0)) or None
         if cap is not None and size > cap:
             raise AgentError(f"agent {self.remote}: the request is {size / 2**20:.1f} MiB of ONNX, the agent accepts "
-                             f"at most {cap / 2**20:.1f} MiB; restart it with a larger --max-request-mb")
-        max_rep = int(self.limits.get("max_repeats", 0)) or None
+                             f"at most {cap / 2**20:.1f} MiB; restart it with a larger request size limit")
+        max_rep = int(self.limits.get(wire.LIMIT_REPEATS, 0)) or None
         if max_rep is not None and max(settings.max_repeats, settings.warmup) > max_rep:
             raise AgentError(f"agent {self.remote}: settings ask for {max(settings.max_repeats, settings.warmup)} runs, "
-                             f"the agent allows {max_rep}; restart it with a larger --max-repeats")
+                             f"the agent allows {max_rep}; restart it with a larger repeat limit")
         dropped: list[int] = []
         body, headers = _measure_body(onnx, shapes, settings, self.threads, self.device)
-        answer = _request(self.address, "POST", "/v1/measure", token=self.token, body=body, headers=headers,
+        answer = _request(self.address, "POST", wire.MEASURE_PATH, token=self.token, body=body, headers=headers,
                           timeout_s=self.timeout_s, retries=self.retries, backoff_s=self.backoff_s,
                           connect_timeout_s=self.connect_timeout_s, on_retry=lambda a, why: dropped.append(a))
         if dropped:  # the connection dropped: is the same machine still behind this address?
             self._check_same_agent()
         try:
-            out = [Measurement.from_dict(d) for d in answer["measurements"]]
+            out = [Measurement.from_dict(d) for d in answer[wire.MEASUREMENTS]]
         except (KeyError, TypeError, ValueError) as e:
             raise AgentError(f"agent {self.remote}: malformed answer ({type(e).__name__}); update nas on the board"
                              ) from None
@@ -351,9 +345,7 @@ class RemoteBackend(Backend):
         return out
 
     def _check_same_agent(self) -> None:
-        from nas.backends.identity import identity_diff
-
-        now = self._identity_request()["identity"]
+        now = self._identity_request()[wire.IDENTITY]
         diff = identity_diff(self.agent_identity, now)
         if diff:
             raise AgentError(f"agent {self.remote} now reports another setup ({'; '.join(diff)}); its last "
@@ -368,7 +360,8 @@ class RemoteBackend(Backend):
 def _factory(*, device: Device, threads: int, batch: int, remote: str | None = None,
              token: str | None = None) -> RemoteBackend:
     if remote is None:
-        raise UsageError("runtime 'remote': pass --remote HOST:PORT of a board agent (`nas agent` on the board)")
+        raise UsageError("runtime 'remote': give remote, the HOST:PORT of a board agent (`nas agent` on the board)",
+                         field="remote")
     return RemoteBackend(device=device, threads=threads, batch=batch, remote=remote, token=token)
 
 

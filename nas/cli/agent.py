@@ -1,4 +1,4 @@
-"""CLI: ``nas agent``, the board-side measurement server (see :mod:`nas.agent.server`).
+"""CLI: ``nas agent``, the board-side measurement server (see :mod:`nas.agent`).
 
 Runs on the board with only numpy, onnxruntime and onnx importable (no torch, no rich): output is plain
 lines, or one JSON object with ``--json``.
@@ -43,8 +43,9 @@ def _say(text: str) -> None:
 
 
 def cmd_agent(args: argparse.Namespace) -> int:
-    from nas.agent.server import (DEFAULT_PORT, AgentLimits, is_loopback, load_or_create_token, make_server,
-                           token_file_is_private)
+    from nas.agent.protocol import DEFAULT_PORT, AgentLimits
+    from nas.agent.server import is_loopback, make_server
+    from nas.agent.token import load_or_create_token, token_file_is_private
 
     port = DEFAULT_PORT if args.port is None else args.port
     if not 0 <= port <= 65535:
