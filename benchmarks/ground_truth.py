@@ -75,8 +75,32 @@ def _append(rec: dict[str, Any], path: Path = CACHE) -> None:
         os.fsync(f.fileno())
 
 
-def ground_truth(cfg: Any, *, seed: int = 0, threads: int = 1, label: str = "") -> dict[str, Any]:
-    """The cached ground-truth record of ``cfg`` (trained now if absent): test accuracy, its binomial SE."""
+def _claim(key: str) -> bool:
+    """Take ``key`` for this process (a lock file naming our pid); False if a live process holds it."""
+    lock = WORK / f"{key}.lock"
+    lock.parent.mkdir(parents=True, exist_ok=True)
+    for _ in range(2):
+        try:
+            fd = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+        except FileExistsError:
+            try:
+                os.kill(int(lock.read_text() or 0), 0)
+                return False  # another benchmark process is training it
+            except (ProcessLookupError, ValueError):
+                lock.unlink(missing_ok=True)  # its holder died: the run resumes from its checkpoint
+                continue
+        os.write(fd, str(os.getpid()).encode())
+        os.close(fd)
+        return True
+    return False
+
+
+def ground_truth(cfg: Any, *, seed: int = 0, threads: int = 1, label: str = "") -> dict[str, Any] | None:
+    """The cached ground-truth record of ``cfg`` (trained now if absent): test accuracy, its binomial SE.
+
+    Returns None when another process is training it right now (several benchmark processes can share the
+    list: each takes what is neither cached nor claimed).
+    """
     from dataclasses import replace
 
     from nas.macs import count_macs
@@ -86,10 +110,19 @@ def ground_truth(cfg: Any, *, seed: int = 0, threads: int = 1, label: str = "") 
     hit = read_cache().get(key)
     if hit is not None:
         return hit
-    t0 = time.time()
-    res = train(cfg, data=DATA, settings=replace(recipe(), threads=threads), out_dir=WORK / key, seed=seed)
+    if not _claim(key):
+        return None
+    try:
+        hit = read_cache().get(key)  # finished between our first look and the claim
+        if hit is not None:
+            return hit
+        t0 = time.time()
+        res = train(cfg, data=DATA, settings=replace(recipe(), threads=threads), out_dir=WORK / key, seed=seed)
+    finally:
+        (WORK / f"{key}.lock").unlink(missing_ok=True)
     acc = float(res.test_accuracy)
-    macs, params = count_macs(cfg)
+    mc = count_macs(cfg)
+    macs, params = mc.macs, mc.params
     rec = {"key": key, "config_hash": cfg.hash(), "recipe": recipe_hash(), "seed": seed, "label": label,
            "test_accuracy": acc, "se_binomial": math.sqrt(acc * (1 - acc) / TEST_IMAGES),
            "val_accuracy": float(res.val_accuracy), "macs": macs, "params": params,
@@ -118,7 +151,7 @@ def fidelity_configs(n: int, lo_mflops: float, hi_mflops: float, *, seed: int = 
     for i in range(n):
         for _ in range(20_000):  # rejection sampling, bounded: a bin that stays empty is reported
             cfg = space.sample(rng)
-            m = count_macs(cfg)[0] / 1e6
+            m = count_macs(cfg).macs / 1e6
             if edges[i] <= m < edges[i + 1]:
                 out.append(cfg)
                 break
@@ -138,6 +171,7 @@ def main(argv: list[str] | None = None) -> int:
     f.add_argument("--min-mflops", type=float, default=60)
     f.add_argument("--max-mflops", type=float, default=150)
     f.add_argument("--sample-seed", type=int, default=0)
+    f.add_argument("--reverse", action="store_true", help="walk the list from the end (a second process)")
     sub.add_parser("show", help="print the cache")
     for p in (s, f):
         p.add_argument("--threads", type=int, default=1)
@@ -152,12 +186,16 @@ def main(argv: list[str] | None = None) -> int:
 
     if args.cmd == "spread":
         cfg = preset(args.preset)
-        recs = [ground_truth(cfg, seed=k, threads=args.threads, label=args.preset) for k in range(args.seeds)]
+        recs = [r for k in range(args.seeds)
+                if (r := ground_truth(cfg, seed=k, threads=args.threads, label=args.preset)) is not None]
         print(json.dumps({"preset": args.preset, "recipe": recipe_hash(), **spread(recs)}))
         return 0
-    cfgs = fidelity_configs(args.n, args.min_mflops, args.max_mflops, seed=args.sample_seed)
-    for i, cfg in enumerate(cfgs):
+    cfgs = list(enumerate(fidelity_configs(args.n, args.min_mflops, args.max_mflops, seed=args.sample_seed)))
+    for i, cfg in (cfgs[::-1] if args.reverse else cfgs):
         rec = ground_truth(cfg, seed=0, threads=args.threads, label=f"fidelity-{args.sample_seed}-{i:02d}")
+        if rec is None:
+            print(f"{i + 1}/{len(cfgs)}: another process is training it", flush=True)
+            continue
         print(f"{i + 1}/{len(cfgs)} {rec['macs'] / 1e6:.0f} MFLOPs: {rec['test_accuracy'] * 100:.2f} %", flush=True)
     return 0
 
