@@ -35,7 +35,8 @@ def main() -> int:
 
     from nas.backends import get_backend
     from nas.space import load_space
-    from nas.latency.table import build_table, default_table_path, load_table, measure_network, predict
+    from nas.latency import build_table, default_table_path, load_table, predict
+    from nas.latency.measure import measure_network
 
     tmp = tempfile.TemporaryDirectory()
     path = Path(args.table) if args.table else default_table_path()

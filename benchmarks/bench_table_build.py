@@ -31,8 +31,11 @@ def main() -> int:
 
     from nas.backends import get_backend
     from nas.space import load_space
-    from nas.latency.table import (BLOCK_SETTINGS, NETWORK_SETTINGS, PROBE_SHAPE, LatencyTable, _calibration_configs,
-                           _measure_entry, measure_network, reference_probe)
+    from nas.latency.calibrate import calibration_configs
+    from nas.latency.defaults import BLOCK_SETTINGS, CALIBRATION_SEED, NETWORK_SETTINGS
+    from nas.latency.measure import measure_entry, measure_network
+    from nas.latency.probe import PROBE_SHAPE, reference_probe
+    from nas.latency.table import LatencyTable
 
     load0 = os.getloadavg()[0]
     space = load_space()
@@ -47,11 +50,11 @@ def main() -> int:
         t_all = time.perf_counter()
         for k in sample:
             t = time.perf_counter()
-            table.entries[k.id] = _measure_entry(k, backend, probe, num_classes=1000, settings=BLOCK_SETTINGS)
+            table.entries[k.id] = measure_entry(k, backend, probe, num_classes=1000, settings=BLOCK_SETTINGS)
             table.save(out)
             per_entry.append(time.perf_counter() - t)
         blocks_s = time.perf_counter() - t_all
-    configs = _calibration_configs(space, 224, 12, 7919)[: args.nets]
+    configs = calibration_configs(space, 224, 12, CALIBRATION_SEED)[: args.nets]
     t = time.perf_counter()
     for c in configs:
         measure_network(c, backend, settings=NETWORK_SETTINGS, probe=probe)

@@ -16,10 +16,10 @@ import pytest
 from nas.arch import ArchConfig
 from nas.backends import MeasureSettings, get_backend
 from nas.cli import main
-from nas.errors import MissingEntriesError, TableError, TableMismatchError
+from nas.errors import MissingEntriesError, TableError, TableMismatchError, UsageError
 from nas.space import load_space
-from nas.latency.table import (LatencyTable, build_table, default_table_path, kendall_tau, load_table, predict,
-                       validate_table)
+from nas.latency import (LatencyTable, build_table, default_table_path, kendall_tau, load_table, predict,
+                         validate_table)
 
 REPO = Path(__file__).resolve().parents[1]
 FAST = MeasureSettings(warmup=2, min_repeats=5, max_repeats=40, min_time_s=0.01, rounds=2, retries=0)
@@ -99,13 +99,14 @@ def test_round_trip_and_predict(built, tiny_dir):
 def test_predict_refuses_other_resolution_and_lists_missing(built):
     table, _ = built
     cfg = table.space_object().largest()
-    with pytest.raises(TableMismatchError):
+    with pytest.raises(TableMismatchError) as mismatch:
         predict(cfg.with_resolution(64), table)
+    assert mismatch.value.field == "config"
     wider = ArchConfig(stages=tuple(cfg.stages[:1]) + (cfg.stages[1].__class__(depth=2, width=40),),
                        stem_channels=8, head_channels=32, resolution=32)
     with pytest.raises(MissingEntriesError) as e:
         predict(wider, table)
-    assert e.value.missing and all("40" in m for m in e.value.missing)
+    assert e.value.missing and all("40" in m for m in e.value.missing) and e.value.field == "table"
 
 
 def test_lazy_table_measures_missing_entries_on_demand(built, tmp_path):
@@ -128,8 +129,9 @@ def test_load_errors(built, tiny_dir, tmp_path):
     trunc.write_text(out.read_text()[:500])
     with pytest.raises(TableError):
         load_table(trunc)
-    with pytest.raises(TableError):
+    with pytest.raises(TableError) as absent:
         load_table(tmp_path / "absent.json")
+    assert absent.value.field == "table"
     notable = tmp_path / "notable.json"
     notable.write_text('{"hello": 1}')
     with pytest.raises(TableError):
@@ -155,8 +157,12 @@ def test_validate_stores_figures(built, tmp_path):
     assert len(fig["nets"]) == 4 and all(n["predicted_ms"] > 0 and n["ms"] > 0 for n in fig["nets"])
     assert json.loads(copy.read_text())["validation"]["samples"] == 4
     assert set(fig["modes"]) == {"window", "paired", "none"}
-    with pytest.raises(TableMismatchError):  # another thread count is another identity
+    with pytest.raises(TableMismatchError) as e:  # another thread count is another identity
         validate_table(t, get_backend("cpu", threads=2), samples=2)
+    assert e.value.field == "backend"
+    with pytest.raises(UsageError) as few:
+        validate_table(t, get_backend("cpu"), samples=1)
+    assert few.value.field == "samples"
 
 
 def test_kendall_tau():
@@ -232,9 +238,9 @@ def test_kill_9_loses_at_most_the_entry_in_flight_and_resume_measures_only_the_r
            "--out", str(out), "--calibration-nets", "0"]
     env = dict(os.environ, PYTHONPATH=str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", ""))
     proc = subprocess.Popen(cmd, cwd=tmp_path, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.time() + 60
+    hang_guard = time.monotonic() + 900  # only against a hang: the loop ends when 3 entries exist or the build exits
     try:
-        while time.time() < deadline:
+        while time.monotonic() < hang_guard:
             if out.exists():
                 try:
                     if len(json.loads(out.read_text())["entries"]) >= 3:
@@ -245,7 +251,7 @@ def test_kill_9_loses_at_most_the_entry_in_flight_and_resume_measures_only_the_r
                 pytest.fail("the build finished before it could be killed")
             time.sleep(0.05)
         else:
-            pytest.fail("no entries written within 60 s")
+            pytest.fail("no entries written within 15 minutes (a hung build)")
     finally:
         proc.send_signal(signal.SIGKILL)
         proc.wait()
@@ -267,13 +273,13 @@ def test_cold_copies_time_a_wide_block_as_copies_that_evict_each_other():
 
     from nas.arch import BlockKey
     from nas.builder import build_block
-    from nas.latency.table import (BLOCK_SETTINGS, COLD_SETTINGS, COLD_TARGET_BYTES, PROBE_SHAPE, _measure_cold, cold_copies,
-                           reference_probe, replicate_onnx, weight_bytes)
+    from nas.latency.cold import COLD_TARGET_BYTES, ColdRun, cold_copies, measure_cold, replicate_onnx, weight_bytes
+    from nas.latency.defaults import BLOCK_SETTINGS, COLD_SETTINGS
+    from nas.latency.probe import PROBE_SHAPE, paired, reference_probe
 
     backend = get_backend("cpu")
     small = BlockKey(kind="basic", resolution=28, in_channels=48, out_channels=48)
-    assert cold_copies(small) == 0 and _measure_cold(small, backend, None, num_classes=1000,
-                                                     settings=FAST) is None
+    assert cold_copies(small) == 0 and measure_cold(small, backend, None, num_classes=1000, settings=FAST) is None
     wide = BlockKey(kind="head", resolution=7, in_channels=464, out_channels=1024)  # 1.5 M params: 6 MB
     k = cold_copies(wide)
     assert weight_bytes(wide) == 4 * (464 * 1024 + 2 * 1024 + 1024 * 1000 + 1000)
@@ -287,18 +293,19 @@ def test_cold_copies_time_a_wide_block_as_copies_that_evict_each_other():
     assert got.shape == (1, k) and got[0, 0] == pytest.approx(float(single.reshape(-1)[0]), rel=1e-5)
     assert len(set(np.round(got[0], 6))) == k  # every copy has weights of its own
     probe = backend.portable(reference_probe(), input_shape=PROBE_SHAPE)
-    cold = _measure_cold(wide, backend, probe, num_classes=1000, settings=COLD_SETTINGS)
-    warm = backend.measure(one, input_shape=(464, 7, 7), settings=BLOCK_SETTINGS).median_ms
-    t, raw_ms, probe_ms, ratio, _, n, copies = cold
-    assert copies == k and n >= 5 and probe_ms > 0
-    assert 0.5 * warm < raw_ms < 4 * warm  # per copy, not per call of all copies
-    assert ratio == pytest.approx(raw_ms / probe_ms, rel=0.3)
+    cold = measure_cold(wide, backend, probe, num_classes=1000, settings=COLD_SETTINGS)
+    # The warm time paired with the probe too, so that load from other processes cancels in the comparison.
+    _, _, warm_ratio = paired(backend, probe, one, (464, 7, 7), BLOCK_SETTINGS)
+    assert cold.copies == k and cold.n >= 5 and cold.probe_ms > 0
+    assert 0.5 * warm_ratio < cold.ratio < 4 * warm_ratio  # per copy, not per call of all copies
+    assert cold.ratio == pytest.approx(cold.raw_ms / cold.probe_ms, rel=0.5)  # median of ratios ~ ratio of medians
+    assert ColdRun.from_list(cold.to_list()) == cold and len(cold.to_list()) == 7  # stored as a 7-number list
 
 
 def test_prediction_blends_warm_and_cold_entries_by_network_weight_size(built, tiny_dir):
     import copy
 
-    from nas.latency.table import cold_share
+    from nas.latency.calibrate import cold_share
 
     assert cold_share(3.0, None, None) == 0.0
     assert cold_share(3.0, 4.0, 8.0) == 0.0 and cold_share(10.0, 4.0, 8.0) == 1.0
@@ -324,8 +331,9 @@ def test_reference_probe_is_compute_and_memory_and_old_tables_are_refused_for_ne
     import copy
 
     from nas.arch import BlockKey
-    from nas.latency.table import (MEMORY_PROBE_COPIES, MEMORY_PROBE_SHAPE, PROBE_ID, PROBE_SHAPE, Probe, _paired,
-                           portable_probe, weight_bytes)
+    from nas.latency.cold import weight_bytes
+    from nas.latency.probe import (MEMORY_PROBE_COPIES, MEMORY_PROBE_SHAPE, PROBE_ID, PROBE_SHAPE, Probe, paired,
+                                   portable_probe)
 
     backend = get_backend("cpu")
     probe = portable_probe(backend)
@@ -333,11 +341,52 @@ def test_reference_probe_is_compute_and_memory_and_old_tables_are_refused_for_ne
     unit = BlockKey(kind="basic", resolution=MEMORY_PROBE_SHAPE[1], in_channels=MEMORY_PROBE_SHAPE[0],
                     out_channels=MEMORY_PROBE_SHAPE[0])
     assert MEMORY_PROBE_COPIES * weight_bytes(unit) > 8 * 2**20  # overflows any L2: follows the memory system
-    m, probe_ms, ratio = _paired(backend, probe, probe.compute, PROBE_SHAPE, FAST)
+    m, probe_ms, ratio = paired(backend, probe, probe.compute, PROBE_SHAPE, FAST)
     # The compute half timed against sqrt(compute x memory): ratio = sqrt(compute / memory) < 1.
     assert 0 < ratio < 1 and probe_ms > m.median_ms
     old = copy.deepcopy(built[0])
     old.probe["id"] = "probe/1: ..."
-    with pytest.raises(TableMismatchError, match="older reference probe"):
+    with pytest.raises(TableMismatchError) as e:
         validate_table(old, backend, samples=2)
+    assert e.value.field == "table"
 
+
+
+# --------------------------------------------------------------------------- stored calibration and quality
+def test_calibration_is_used_as_stored_and_refitted_only_when_asked(built, tmp_path):
+    _, out = built
+    doc = json.loads(out.read_text())
+    fitted = doc["calibration"]
+    doc["calibration"] = dict(fitted, scale=fitted["scale"] * 2)  # a stored fit that today's code would not make
+    tampered = tmp_path / "tampered.json"
+    tampered.write_text(json.dumps(doc))
+    t = load_table(tampered)
+    assert t.calibration["scale"] == fitted["scale"] * 2  # used as stored, not refitted on load
+    cfg = t.space_object().smallest()
+    sum_ms = sum(t.entries[b.id].ms for b in cfg.blocks())
+    assert predict(cfg, t).latency_ms == pytest.approx(2 * fitted["scale"] * sum_ms
+                                                       + fitted["per_block_ms"] * (len(cfg.blocks()) - 1), rel=1e-9)
+    t.recalibrate()
+    assert t.calibration["scale"] == fitted["scale"] and t.calibration["model"] == fitted["model"]
+    # A table with timed networks but no stored fit (written before fits were stored) is fitted once on load.
+    doc["calibration"] = {"nets": fitted["nets"]}
+    old = tmp_path / "unfitted.json"
+    old.write_text(json.dumps(doc))
+    again = load_table(old).calibration
+    assert {k: again[k] for k in ("model", "scale", "per_block_ms")} == {k: fitted[k] for k in
+                                                                         ("model", "scale", "per_block_ms")}
+
+
+def test_tiny_table_predicts_real_networks_within_a_factor_of_two(built):
+    """A loose quality bound on a real (tiny, 32 px) build: whole networks timed end to end with the same
+    backend, paired with the reference probe and put on the table's speed as a build does (validate_table), are
+    all predicted within a factor of 2, and ranked in the right order more often than not. A broken sum,
+    calibration or rescaling is off by more than that; load from other processes cancels in the pairing."""
+    table, _ = built
+    fig = validate_table(table, get_backend("cpu"), samples=8, seed=3, save=False)
+    ratios = [n["predicted_ms"] / n["ms"] for n in fig["nets"]]
+    assert all(0.5 < r < 2.0 for r in ratios), ratios
+    distinct = {n["config"]: n for n in fig["nets"]}
+    if len(distinct) >= 4:  # a tiny space draws repeats; rank only distinct networks
+        nets = list(distinct.values())
+        assert kendall_tau([n["predicted_ms"] for n in nets], [n["ms"] for n in nets]) > 0.3

@@ -4,13 +4,12 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import platform
 from pathlib import Path
 from typing import Any, Iterator
 
 from nas.errors import UsageError
 
-__all__ = ["add_parsers", "default_out", "plot_validation"]
+__all__ = ["add_parsers"]
 
 
 def add_parsers(sub: argparse._SubParsersAction) -> None:
@@ -35,7 +34,7 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
                    help="skip the verify pass (a second measurement of every basic unit and flagged entry, a third where "
                         "the two differ)")
     b.add_argument("--no-cold", action="store_true",
-                   help="skip the cold-weights pass (blocks with > 256 KiB of weights timed as copies that evict each "
+                   help="skip the cold-weights pass (blocks with > 512 KiB of weights timed as copies that evict each "
                         "other's weights, for networks too big for the last-level cache)")
     b.add_argument("--rescale", choices=["paired", "window", "none"], default="paired",
                    help="how times are put on the build's reference speed: each measurement's own ratio to the "
@@ -76,34 +75,18 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     v.set_defaults(func=cmd_validate)
 
 
-def default_out(space_name: str, device: str, threads: int, batch: int, resolution: int,
-                arch: str | None = None) -> Path:
-    """``latency_tables/<space>_<device>_<arch>_t<threads>_b<batch>_r<resolution>.json``; ``arch`` is the
-    measuring machine's (a board agent's, for a remote table), this host's by default."""
-    arch = (arch or platform.machine()).lower() or "unknown"
-    return Path("latency_tables") / f"{space_name}_{device}_{arch}_t{threads}_b{batch}_r{resolution}.json"
-
-
 @contextlib.contextmanager
 def _progress(enabled: bool = True) -> Iterator[Any]:
-    """A rich progress bar on stderr with ETA, one task per phase; yields the ``progress`` callback."""
-    if not enabled:
-        yield None
-        return
-    from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn,
-                               TimeRemainingColumn)
+    """The library's ``progress(phase, done, total, label)`` callback shown with :func:`nas.cli.progress.bars`."""
+    from nas.cli.progress import bars
 
-    from nas.cli import err_console
-
-    tasks: dict[str, Any] = {}
-    with Progress(TextColumn("{task.description:<12}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                  TextColumn("eta"), TimeRemainingColumn(), TextColumn("[dim]{task.fields[label]}"),
-                  console=err_console(), transient=False) as bar:
+    with bars(enabled) as b:
+        if b is None:
+            yield None
+            return
 
         def update(phase: str, done: int, total: int, label: str) -> None:
-            if phase not in tasks:
-                tasks[phase] = bar.add_task(phase, total=total, completed=done, label=label)
-            bar.update(tasks[phase], completed=done, total=total, label=label[:48])
+            b.update(phase, done=done, total=total, label=label)
 
         yield update
 
@@ -120,23 +103,24 @@ def _token(args: argparse.Namespace) -> str | None:
 def cmd_build(args: argparse.Namespace) -> int:
     from nas.backends import get_backend
     from nas.space import load_space
-    from nas.latency.table import build_table
+    from nas.latency import build_table, default_table_name
 
     space = load_space(args.space)
     batch = args.batch if args.batch is not None else (8 if args.device == "gpu" else 1)
     if args.limit is not None and args.limit < 0:
-        raise UsageError(f"--limit {args.limit}: must be >= 0")
+        raise UsageError(f"limit {args.limit}: must be >= 0", field="limit")
     if args.resume and args.overwrite:
         raise UsageError("--resume and --overwrite contradict each other; pick one")
     resolution = args.resolution
     if resolution is None and len(space.resolution) == 1:
         resolution = space.resolution[0]
     if resolution is None:
-        raise UsageError(f"--resolution: the space has several {list(space.resolution)}; pick one")
+        raise UsageError(f"resolution: the space has several {list(space.resolution)}; pick one", field="resolution")
     backend = get_backend(args.device, threads=args.threads, batch=batch, remote=args.remote, token=_token(args),
                           runtime=args.runtime)
-    out = Path(args.out) if args.out else default_out(space.name, args.device, args.threads, batch, resolution,
-                                                      arch=backend.identity().get("arch"))
+    out = Path(args.out) if args.out else default_table_name(space_name=space.name, device=args.device,
+                                                             threads=args.threads, batch=batch, resolution=resolution,
+                                                             arch=backend.identity().get("arch"))
     if args.overwrite and out.exists():
         out.unlink()
     with _progress() as progress:
@@ -179,7 +163,7 @@ def cmd_build(args: argparse.Namespace) -> int:
 def cmd_predict(args: argparse.Namespace) -> int:
     from nas.arch import load_config
     from nas.macs import count_macs
-    from nas.latency.table import load_table, predict
+    from nas.latency import load_table, predict
 
     table = load_table(args.table)
     config = load_config(args.config)
@@ -211,7 +195,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
 
 def cmd_validate(args: argparse.Namespace) -> int:
     from nas.backends import get_backend
-    from nas.latency.table import load_table, validate_table
+    from nas.latency import load_table, plot_validation, validate_table
 
     table = load_table(args.table)
     space = None
@@ -220,7 +204,7 @@ def cmd_validate(args: argparse.Namespace) -> int:
 
         space = load_space(args.space)
     if args.samples < 2:
-        raise UsageError(f"--samples {args.samples}: need at least 2 networks to rank")
+        raise UsageError(f"samples {args.samples}: need at least 2 networks to rank", field="samples")
     if args.rescale:
         table.set_rescale(args.rescale)
     ident = table.identity
@@ -254,42 +238,3 @@ def cmd_validate(args: argparse.Namespace) -> int:
     if args.plot:
         c.print(f"  plot: {args.plot}")
     return 0
-
-
-def plot_validation(fig: dict[str, Any], path: Path, *, title: str = "") -> Path:
-    """Scatter plots of a validation: predicted vs measured, and MACs vs measured."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    nets = fig["nets"]
-    meas = [n["ms"] for n in nets]
-    pred = [n["predicted_ms"] for n in nets]
-    macs = [n["macs"] / 1e6 for n in nets]
-    f, (a1, a2) = plt.subplots(1, 2, figsize=(11, 4.8))
-    lo, hi = min(meas + pred) * 0.9, max(meas + pred) * 1.1
-    a1.fill_between([lo, hi], [lo * 0.95, hi * 0.95], [lo * 1.05, hi * 1.05], color="0.9", label="±5 %")
-    a1.plot([lo, hi], [lo, hi], color="0.5", lw=1)
-    a1.scatter(meas, pred, s=14)
-    a1.set(xlabel="measured latency (ms, rescaled to build speed)", ylabel="predicted latency (ms)",
-           title=f"table: MAPE {fig['mape_pct']:.1f} %, ±5 %: {fig['within_5_pct']:.0f} %, τ {fig['kendall_tau']:.3f}")
-    a1.set(xscale="log", yscale="log")  # 2-300 ms: a log scale shows every network's relative error alike
-    a1.legend(loc="upper left")
-    a2.scatter(meas, macs, s=14, color="tab:orange")
-    a2.set(xscale="log", yscale="log")
-    a2.set(xlabel="measured latency (ms)", ylabel="MFLOPs (mult-adds)",
-           title=f"MACs: τ {fig['kendall_tau_macs']:.3f}")
-    from matplotlib.ticker import LogLocator, NullFormatter, ScalarFormatter
-
-    for ax in (a1, a2):  # plain numbers at 1-2-5 steps on the log axes, no crowded minor labels
-        for axis in (ax.xaxis, ax.yaxis):
-            axis.set_major_locator(LogLocator(subs=(1.0, 2.0, 5.0)))
-            axis.set_major_formatter(ScalarFormatter())
-            axis.set_minor_formatter(NullFormatter())
-    f.suptitle(f"{title}\n{fig['samples']} random networks, drift {fig['drift_pct']:+.1f} %", fontsize=9)
-    f.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    f.savefig(path, dpi=110)
-    plt.close(f)
-    return path

@@ -1,0 +1,127 @@
+"""Predicting a network's latency from a table, and filling a lazy table's missing entries on demand."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from nas.arch import ArchConfig, BlockKey
+from nas.backends.identity import identity_diff
+from nas.errors import MissingEntriesError, TableMismatchError
+from nas.latency.calibrate import cold_share
+from nas.latency.measure import measure_entry
+from nas.latency.probe import PROBE_ID, portable_probe
+from nas.latency.rounding import sig
+from nas.latency.table import LatencyTable
+
+if TYPE_CHECKING:  # pragma: no cover
+    from nas.backends.base import Backend
+
+__all__ = ["Prediction", "predict", "check_probe", "UNCALIBRATED_REL_ERROR"]
+
+
+@dataclass(frozen=True)
+class Prediction:
+    """A predicted whole-network latency.
+
+    Attributes:
+        latency_ms: calibrated prediction at the table's reference speed.
+        uncertainty_ms: one standard deviation: calibration error (leave-one-out RMS) and entry noise.
+        sum_ms: the plain sum of the block entries.
+        blocks: number of blocks summed.
+        flagged_blocks: how many of them kept a noisy measurement.
+    """
+
+    latency_ms: float
+    uncertainty_ms: float
+    sum_ms: float
+    blocks: int
+    flagged_blocks: int = 0
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"latency_ms": self.latency_ms, "uncertainty_ms": self.uncertainty_ms, "sum_ms": self.sum_ms,
+                "blocks": self.blocks, "flagged_blocks": self.flagged_blocks}
+
+
+UNCALIBRATED_REL_ERROR = 0.05  # assumed 1-sigma error of an uncalibrated sum (issue: whole units within ~5 %)
+
+
+def predict(config: ArchConfig, table: LatencyTable, *, backend: "Backend | None" = None) -> Prediction:
+    """Predict ``config``'s latency from ``table`` (a few dict lookups; no torch, no measuring).
+
+    Args:
+        config: the network; its resolution must be the table's.
+        table: a loaded table.
+        backend: if given, missing entries are measured on it (a *lazy* table; the backend must match the
+            table's identity) and the table is saved; otherwise missing entries are an error.
+
+    Returns:
+        The :class:`Prediction`.
+
+    Raises:
+        TableMismatchError: the config's resolution is not the table's (``field="config"``).
+        MissingEntriesError: entries are missing (the error lists them in ``.missing``).
+    """
+    if config.resolution != table.resolution:
+        raise TableMismatchError(f"{table.path or 'table'}: measured at {table.resolution}px, config is at "
+                                 f"{config.resolution}px; build a table at resolution {config.resolution}",
+                                 field="config")
+    blocks = config.blocks()
+    ids = [b.id for b in blocks]  # BlockKey.id formats a string: once per block
+    ms, var = table._ms, table._var
+    try:
+        total = sum([ms[i] for i in ids])
+    except KeyError:
+        missing = list(dict.fromkeys(table.missing(blocks)))
+        if backend is None:
+            raise MissingEntriesError(
+                f"{table.path or 'table'}: {len(missing)} block(s) of this config are not in the table "
+                f"({', '.join(missing[:3])}{', ...' if len(missing) > 3 else ''}); finish it "
+                "(build_table with resume=True), pass a backend to measure them, or use a table built for this space",
+                missing) from None
+        _fill(table, [b for b in blocks if b.id in set(missing)], backend)
+        return predict(config, table)
+    n = len(blocks)
+    cal = table.calibration or {}
+    scale, per_block = float(cal.get("scale", 1.0)), float(cal.get("per_block_ms", 0.0))
+    blended = total
+    if cal.get("cold_from_mb") is not None:
+        share = cold_share(sum([table._wbytes[i] for i in ids]) / 1e6, cal["cold_from_mb"], cal.get("cold_full_mb"))
+        if share > 0.0:
+            cold = table._cold
+            blended = total + share * (sum([cold[i] for i in ids]) - total)
+    latency = scale * blended + per_block * (n - 1)
+    rel = float(cal.get("rel_error", UNCALIBRATED_REL_ERROR))
+    noise = scale * scale * sum([var[i] for i in ids])
+    flagged = sum(1 for i in ids if i in table._flagged) if table._flagged else 0
+    return Prediction(latency_ms=latency, uncertainty_ms=math.sqrt((rel * latency) ** 2 + noise), sum_ms=total,
+                      blocks=n, flagged_blocks=flagged)
+
+
+def check_probe(table: LatencyTable) -> None:
+    """Raise :class:`TableMismatchError` unless ``table`` was measured with today's reference probe: new
+    measurements are only comparable with a table's entries if both used the same one."""
+    if table.probe.get("id") != PROBE_ID:
+        raise TableMismatchError(f"{table.path or 'table'}: measured with an older reference probe "
+                                 f"({str(table.probe.get('id'))[:8]}); rebuild it from scratch to validate or extend "
+                                 "it", field="table")
+
+
+def _fill(table: LatencyTable, keys: list[BlockKey], backend: "Backend") -> None:
+    """Measure ``keys`` into ``table`` now (lazy table), paired with the probe like a build."""
+
+    diff = identity_diff(table.identity, backend.identity())
+    if diff:
+        raise TableMismatchError(f"{table.path or 'table'}: cannot fill missing entries on this backend "
+                                 f"({'; '.join(diff)})", field="backend")
+    check_probe(table)
+    probe = portable_probe(backend)
+    for key in dict((k.id, k) for k in keys).values():
+        e = measure_entry(key, backend, probe, num_classes=table.num_classes, settings=table.settings)
+        table.entries[key.id] = e
+        table.probe.setdefault("samples", []).append([round(e.t, 3), sig(e.probe_ms)])
+    table.refresh()  # the new entries' ms; the calibration stays as stored (refit: table.recalibrate())
+    if table.path is not None:
+        table.save()
+
