@@ -82,7 +82,8 @@ def main(argv: list[str] | None = None) -> int:
     from nas.training.data import load_data
     from nas.errors import TrainingDivergedError
     from nas.macs import count_macs
-    from nas.training.proxy import ZERO_COST_METHODS, proxy_settings, proxy_train, zero_cost_score
+    from nas.training.proxy import proxy_settings, proxy_train
+    from nas.training.zero_cost import ZERO_COST_METHODS, zero_cost_score
 
     t_start = time.perf_counter()
     torch.set_num_threads(args.threads)

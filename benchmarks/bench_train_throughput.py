@@ -74,7 +74,8 @@ def main(argv: list[str] | None = None) -> int:
     import torch
 
     from nas.training.data import load_data
-    from nas.training.proxy import PROXY_PRESETS, _prepare, proxy_train
+    from nas.training.pipeline import prepare as _prepare
+    from nas.training.proxy import PROXY_PRESETS, proxy_train
 
     q = PROXY_PRESETS["quick"]
     settings = q.replace(steps=args.steps, reports=1, bn_recalibration=0, threads=args.threads,

@@ -1,4 +1,5 @@
-"""nas.training.proxy: real training steps on the bundled Fashion-MNIST subset and on an ImageFolder written on the fly."""
+"""nas.training.proxy, zero_cost and fastpath: real training steps on the bundled Fashion-MNIST subset and on an
+ImageFolder written on the fly."""
 
 from __future__ import annotations
 
@@ -12,14 +13,8 @@ import torch
 from nas.arch import ArchConfig, StageConfig
 from nas.cli import main
 from nas.errors import DataError, TrainingDivergedError, UsageError
-from nas.training.proxy import (
-    PROXY_PRESETS,
-    ZERO_COST_METHODS,
-    ProxySettings,
-    proxy_settings,
-    proxy_train,
-    zero_cost_score,
-)
+from nas.training.proxy import PROXY_PRESETS, ProxySettings, proxy_settings, proxy_train
+from nas.training.zero_cost import ZERO_COST_METHODS, zero_cost_score
 
 from test_data import write_folder  # tests/ is on sys.path (pytest rootdir-relative imports)
 
@@ -74,7 +69,7 @@ def test_evaluation_count_does_not_change_training():
 def test_divergence_raises_typed_error():
     with pytest.raises(TrainingDivergedError) as e:
         proxy_train(TINY, settings=FAST.replace(lr=1e6))
-    assert "\n" not in str(e.value)
+    assert "\n" not in str(e.value) and e.value.field == "lr"
 
 
 def test_global_rng_and_threads_are_restored():
@@ -98,16 +93,18 @@ def test_image_folder_rgb_and_cifar_stem(tmp_path):
                                 dict(optimizer="lamb"), dict(val_size=0), dict(reports=0), dict(threads=0),
                                 dict(bn_recalibration=-1)])
 def test_settings_validation(kw):
-    with pytest.raises(UsageError):
+    with pytest.raises(UsageError) as e:
         ProxySettings(**kw)
+    assert e.value.field == next(iter(kw))
 
 
 def test_presets():
     assert set(PROXY_PRESETS) >= {"quick", "standard", "reference"}
     q, ref = proxy_settings("quick"), proxy_settings("reference")
     assert ref.epochs >= 10 * q.epochs and ref.replace(epochs=q.epochs) == q  # 10x the steps, same recipe
-    with pytest.raises(UsageError):
+    with pytest.raises(UsageError) as e:
         proxy_settings("instant")
+    assert e.value.field == "proxy_preset"
 
 
 def test_data_too_small_for_split():
@@ -121,8 +118,12 @@ def test_zero_cost_score(method):
     a = zero_cost_score(TINY, settings=s, method=method, batch_size=16, seed=1)
     b = zero_cost_score(TINY, settings=s, method=method, batch_size=16, seed=1)
     assert math.isfinite(a) and a == b
-    with pytest.raises(UsageError):
+    with pytest.raises(UsageError) as e:
         zero_cost_score(TINY, settings=s, method="grasp")
+    assert e.value.field == "method"
+    with pytest.raises(UsageError) as e:
+        zero_cost_score(TINY, settings=s, method=method, batch_size=1)
+    assert e.value.field == "batch_size"
 
 
 def test_cli_proxy_train_json(tmp_path, capsys):
@@ -155,6 +156,12 @@ def test_cli_usage_errors_exit_2(argv, capsys):
     assert err.count("\n") == 1
 
 
+def test_cli_names_the_flag_of_the_field(capsys):
+    """The library says proxy_preset; proxy-train's flag for it is --budget (dest proxy_preset)."""
+    assert main(["proxy-train", "--preset", "0.5x", "--budget", "forever"]) == 2
+    assert capsys.readouterr().err.startswith("nas: error: --budget")  # the flag, not the field name
+
+
 @pytest.mark.cuda
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 def test_cuda_trains():
@@ -167,8 +174,15 @@ def test_cuda_unavailable_is_a_typed_error():
         pytest.skip("CUDA present")
     from nas.errors import BackendUnavailableError
 
-    with pytest.raises(BackendUnavailableError):
+    with pytest.raises(BackendUnavailableError) as e:
         proxy_train(TINY, settings=FAST, device="cuda")
+    assert e.value.field == "device"
+
+
+def test_bad_device_is_a_usage_error():
+    with pytest.raises(UsageError) as e:
+        proxy_train(TINY, settings=FAST, device="tpu")
+    assert e.value.field == "device"
 
 
 @pytest.mark.parametrize("kind,h,stride,kernel", [("dw", 1, 1, 3), ("dw", 1, 1, 7), ("dw", 2, 1, 3), ("dw", 2, 2, 5),
@@ -176,16 +190,38 @@ def test_cuda_unavailable_is_a_typed_error():
 def test_tiny_map_path_is_the_same_function(kind, h, stride, kernel):
     from torch import nn
 
-    from nas.training.proxy import _tiny_map_conv_class
+    from nas.training.fastpath import tiny_map_conv_class
 
     torch.manual_seed(0)
     c = 6
     conv = nn.Conv2d(c, c if kind == "dw" else 10, kernel, stride, kernel // 2, groups=c if kind == "dw" else 1,
                      bias=kind == "pw")
-    fast = _tiny_map_conv_class()(conv)
+    fast = tiny_map_conv_class()(conv)
     x = torch.randn(3, c, h, h, requires_grad=True)
     y_ref, y = conv(x), fast(x)
     assert y.shape == y_ref.shape and torch.allclose(y, y_ref, atol=1e-6)
     g_ref = torch.autograd.grad(y_ref.square().sum(), (x, conv.weight))
     g = torch.autograd.grad(y.square().sum(), (x, conv.weight))
     assert all(torch.allclose(a, b, atol=1e-5) for a, b in zip(g, g_ref))
+
+
+def test_tiny_map_wrappers_come_off_for_state_dict():
+    from torch import nn
+
+    from nas.builder import build_model
+    from nas.training.fastpath import is_tiny_map_conv, plain_convs, use_tiny_map_path
+
+    model = build_model(TINY, 10, in_channels=1)
+    keys = list(model.state_dict())
+    use_tiny_map_path(model)
+    assert any(is_tiny_map_conv(m) for m in model.modules()) and list(model.state_dict()) != keys
+    with plain_convs(model):
+        assert list(model.state_dict()) == keys and not any(is_tiny_map_conv(m) for m in model.modules())
+    assert any(is_tiny_map_conv(m) for m in model.modules())
+    assert not is_tiny_map_conv(nn.Conv2d(2, 2, 1))
+
+
+def test_old_import_paths_still_work():
+    from nas.training import proxy
+
+    assert proxy.zero_cost_score is zero_cost_score and proxy.ZERO_COST_METHODS == ZERO_COST_METHODS

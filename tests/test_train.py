@@ -39,7 +39,7 @@ def _run(args: list[str], capsys) -> tuple[int, dict]:
 
 
 def test_resumes_after_kill(cfg_path, tmp_path, capsys):
-    from nas.export.formats import load_checkpoint
+    from nas.checkpoint import load_checkpoint
     from nas.training.train import read_checkpoint_epoch
 
     run = tmp_path / "run"
@@ -97,7 +97,7 @@ def test_refuses_a_different_run_in_the_same_folder(cfg_path, tmp_path, capsys):
     assert rc == 0 and res["started_epoch"] == 1 and len(res["history"]) == 1
     assert main(["train", str(cfg_path), *small, "--lr", "0.05", "--out", str(run)]) == 2  # other settings
     err = capsys.readouterr().err
-    assert len(err.strip().splitlines()) == 1 and "lr" in err
+    assert len(err.strip().splitlines()) == 1 and "settings.lr" in err  # names the differing setting
     rc, res = _run([str(cfg_path), *small, "--lr", "0.05", "--out", str(run), "--restart"], capsys)
     assert rc == 0 and not res["resumed"]
 
@@ -120,9 +120,9 @@ def test_bad_inputs_exit_2(cfg_path, tmp_path, capsys, extra):
 
 
 def test_tiny_map_fast_path_trains_the_same_network(cfg_path, tmp_path):
-    """nas.training.proxy's tiny-map path (on by default on CPU) changes speed, not the function: with and without it the
+    """nas.training.fastpath's tiny-map path (on by default on CPU) changes speed, not the function: with and without it the
     run ends with (numerically) the same weights, saved under build_model's keys."""
-    from nas.export.formats import load_checkpoint
+    from nas.checkpoint import load_checkpoint
     from nas.training.train import TrainSettings, train
 
     s = TrainSettings(epochs=1, train_size=256, val_size=64, batch_size=64, threads=1, resolution=32)
@@ -132,3 +132,37 @@ def test_tiny_map_fast_path_trains_the_same_network(cfg_path, tmp_path):
     a, b = load_checkpoint(fast.files["model"]).state_dict(), load_checkpoint(plain.files["model"]).state_dict()
     assert a.keys() == b.keys()
     assert all(torch.allclose(a[k].float(), b[k].float(), atol=1e-4) for k in a)
+
+
+@pytest.mark.parametrize("kw,fld", [(dict(epochs=0), "epochs"), (dict(batch_size=1), "batch_size"),
+                                    (dict(lr=0.0), "lr"), (dict(momentum=1.0), "momentum"),
+                                    (dict(stem="vit"), "stem"), (dict(threads=0), "threads")])
+def test_settings_errors_name_the_field(kw, fld):
+    from nas.errors import UsageError
+    from nas.training.train import TrainSettings
+
+    with pytest.raises(UsageError) as e:
+        TrainSettings(**kw)
+    assert e.value.field == fld
+
+
+def test_library_errors_carry_fields(cfg_path, tmp_path):
+    from nas.errors import UsageError
+    from nas.training.train import TrainSettings, train
+
+    blocker = tmp_path / "a_file"
+    blocker.write_text("x")
+    s = TrainSettings(epochs=1, train_size=100, val_size=50, threads=1)
+    with pytest.raises(UsageError) as e:
+        train(cfg_path, settings=s, out_dir=blocker / "sub")
+    assert e.value.field == "out"
+    with pytest.raises(UsageError) as e:
+        train(cfg_path, settings=s, out_dir=tmp_path / "r2", device="tpu")
+    assert e.value.field == "device"
+
+
+def test_package_reexports_lazily():
+    import nas.training as t
+    from nas.training.train import TrainSettings
+
+    assert t.TrainSettings is TrainSettings and callable(t.proxy_train) and callable(t.load_data)

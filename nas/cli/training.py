@@ -14,7 +14,8 @@ def _add_common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--preset", help="a preset name, e.g. shufflenetv2-1.0x")
     p.add_argument("--data", default="bundled",
                    help="bundled (default) | fashion-mnist[:DIR] | cifar10:DIR | cifar100:DIR | folder:DIR")
-    p.add_argument("--budget", default="quick", help="proxy preset: quick (default), standard, reference")
+    p.add_argument("--budget", dest="proxy_preset", default="quick",  # dest: the library's field name
+                   help="proxy preset: quick (default), standard, reference")
     p.add_argument("--resolution", type=int, help="input size in pixels (default: the preset's, 64)")
     p.add_argument("--stem", choices=("imagenet", "cifar"), help="stem of the proxy network (default: imagenet)")
     p.add_argument("--seed", type=int, default=0, help="seeds init, batch order and augmentation")
@@ -54,7 +55,7 @@ def _config(args: argparse.Namespace):
 def _settings(args: argparse.Namespace):
     from nas.training.proxy import proxy_settings
 
-    s = proxy_settings(args.budget)
+    s = proxy_settings(args.proxy_preset)
     changes = {}
     for arg, fld in (("resolution", "resolution"), ("stem", "stem"), ("threads", "threads"), ("epochs", "epochs"),
                      ("steps", "steps"), ("batch_size", "batch_size"), ("lr", "lr"), ("train_size", "train_size")):
@@ -67,33 +68,29 @@ def _settings(args: argparse.Namespace):
 
 
 def cmd_proxy_train(args: argparse.Namespace) -> int:
+    from nas.cli.progress import bars
     from nas.training.data import load_data
     from nas.training.proxy import proxy_train
 
     cfg = _config(args)
     settings = _settings(args)
     data = load_data(args.data, image_size=settings.resolution)  # errors surface before the progress bar
-    if args.json:
-        result = proxy_train(cfg, data=data, settings=settings, seed=args.seed, device=args.device)
-    else:
-        from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
-
-        from nas.cli import err_console
-
-        with Progress(TextColumn("proxy-train"), BarColumn(), TextColumn("{task.completed}/{task.total} steps"),
-                      TextColumn("val {task.fields[acc]}"), TimeElapsedColumn(), TimeRemainingColumn(),
-                      console=err_console(), transient=True) as bar:
-            task = bar.add_task("train", total=None, acc="-")
+    with bars(not args.json) as b:
+        on_step = on_report = None
+        if b is not None:
+            shown = {"total": None, "label": "val -"}
 
             def on_step(step: int, total: int) -> None:
-                bar.update(task, completed=step, total=total)
+                shown["total"] = total
+                b.update("proxy-train", done=step, total=total, label=shown["label"])
 
             def on_report(step: int, acc: float) -> bool:
-                bar.update(task, acc=f"{acc:.3f}")
-                return False
+                shown["label"] = f"val {acc:.3f}"
+                b.update("proxy-train", done=step, total=shown["total"], label=shown["label"])
+                return False  # the CLI never prunes
 
-            result = proxy_train(cfg, data=data, settings=settings, seed=args.seed, callback=on_report,
-                                 progress=on_step, device=args.device)
+        result = proxy_train(cfg, data=data, settings=settings, seed=args.seed, callback=on_report,
+                             progress=on_step, device=args.device)
     out = {"config": cfg.to_string(), "config_hash": cfg.hash(), **result.to_dict()}
     if args.json:
         from nas.cli import print_json
@@ -114,7 +111,7 @@ def cmd_proxy_train(args: argparse.Namespace) -> int:
 def cmd_zero_cost(args: argparse.Namespace) -> int:
     import time
 
-    from nas.training.proxy import zero_cost_score
+    from nas.training.zero_cost import zero_cost_score
 
     cfg = _config(args)
     settings = _settings(args)

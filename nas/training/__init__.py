@@ -1,1 +1,33 @@
-"""Data sets and training: the short proxy training of the search and full training."""
+"""Training: the accuracy signals of the search and full training of a found network.
+
+Modules, one noun each: ``data`` (data sets read from disk), ``pipeline`` (cached uint8 tensors and batches),
+``fastpath`` (the exact tiny-map convs), ``loop`` (the one training loop: seeded build, optimizer and schedule,
+steps with a divergence check, evaluation), ``proxy`` (short proxy training and its presets), ``zero_cost``
+(NASWOT, synflow), ``resume`` (a training run's folder and checkpoint), ``train`` (full training).
+
+The public functions are re-exported here lazily: importing the package imports neither torch nor numpy.
+Full training's function is not among them: ``nas.training.train`` is its module (import
+``from nas.training.train import train``), and a package attribute cannot be both.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+__all__ = ["load_data", "proxy_train", "proxy_settings", "ProxySettings", "ProxyResult", "PROXY_PRESETS",
+           "zero_cost_score", "TrainSettings", "TrainResult"]
+
+_HOME = {"load_data": "data", "proxy_train": "proxy", "proxy_settings": "proxy", "ProxySettings": "proxy",
+         "ProxyResult": "proxy", "PROXY_PRESETS": "proxy", "zero_cost_score": "zero_cost",
+         "TrainSettings": "train", "TrainResult": "train"}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _HOME:
+        return getattr(importlib.import_module(f"nas.training.{_HOME[name]}"), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(list(globals()) + __all__)

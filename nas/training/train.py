@@ -1,27 +1,24 @@
 """Full training of an exported architecture, checkpointed every epoch and resumable.
 
-``nas train found.json --data bundled --epochs 30 --out runs/found`` takes a network found by a search to
-completion. The input pipeline is :mod:`nas.training.proxy`'s (images decoded, resized and cached once as ``uint8``;
-normalisation from the training images only; flips on whole tensors; channels-last), so full training and the
-proxy see the same data the same way; only the budget and the bookkeeping differ:
+``train(config, data="bundled", settings=TrainSettings(epochs=30), out_dir="runs/found")`` takes a network found
+by a search to completion. It runs the same pipeline (:mod:`nas.training.pipeline`) and loop
+(:mod:`nas.training.loop`) as the proxy, so full training and the proxy see the same data the same way; only
+the budget and the bookkeeping differ:
 
 * **Split.** Validation images are carved (stratified, ``split_seed``) out of the *train* split, as in the
   search; the data set's own test split is used once, at the end (an ImageFolder has none).
 * **Recipe.** SGD with Nesterov momentum 0.9, weight decay on conv/linear weights only (4e-5, the paper's),
-  linear warm-up then cosine to 0, stepped per iteration (a ``LambdaLR``, so its state is one step counter).
-* **Checkpoints.** After every epoch ``checkpoint.pt`` holds the model, optimizer, scheduler, epoch, history,
-  and every RNG state that drives the run (the batch-order/flip generator and torch's global state); written
-  atomically, so a kill at any moment leaves the previous epoch's checkpoint. Running again with the same
-  ``out_dir`` continues from it (resume is implied; the run's config, data and settings must match, else it
-  is refused). With a fixed thread count on CPU a resumed run ends bit-identical to an uninterrupted one.
-* **Result.** ``model.pt`` (the :mod:`nas.export.formats` checkpoint format: ``nas export CONFIG --weights model.pt``
-  exports the trained network) and ``result.json`` (final validation and test accuracy, history).
+  linear warm-up then cosine to 0, stepped per iteration.
+* **Checkpoints.** After every epoch the run folder's checkpoint is rewritten atomically
+  (:mod:`nas.training.resume`); calling again with the same ``out_dir`` continues from it (the run's config,
+  data and settings must match, else it is refused). With a fixed thread count on CPU a resumed run ends
+  bit-identical to an uninterrupted one.
+* **Result.** ``model.pt`` (the :mod:`nas.checkpoint` format, which export reads with ``weights=``) and
+  ``result.json`` (final validation and test accuracy, history).
 """
 
 from __future__ import annotations
 
-import contextlib
-import io
 import json
 import math
 import time
@@ -30,18 +27,22 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Literal, Mapping
 
 from nas.arch import ArchConfig, load_config
-from nas.errors import UsageError
+from nas.errors import DataError, UsageError
+from nas.training.resume import (CHECKPOINT_NAME, MODEL_NAME, RESULT_NAME, TRAIN_CHECKPOINT_FORMAT, RunFiles,
+                                 load_resumable, open_run_dir, read_checkpoint_epoch, run_identity, save_torch,
+                                 write_file)
 
 if TYPE_CHECKING:  # pragma: no cover
+    import torch
+
     from nas.training.data import Dataset, DataSpec
+    from nas.training.loop import Recipe, Run
+    from nas.training.pipeline import Prepared
 
 __all__ = ["TrainSettings", "TrainResult", "TrainEvent", "train", "CHECKPOINT_NAME", "RESULT_NAME", "MODEL_NAME",
            "read_checkpoint_epoch"]
 
-CHECKPOINT_NAME = "checkpoint.pt"
-RESULT_NAME = "result.json"
-MODEL_NAME = "model.pt"
-CHECKPOINT_FORMAT = "nas-train-checkpoint/1"
+CHECKPOINT_FORMAT = TRAIN_CHECKPOINT_FORMAT  # the old name, kept for imports from here
 
 TrainEvent = Callable[[dict[str, Any]], None]
 """``callback(event)``: ``{"event": "start"|"step"|"epoch"|"done", ...}`` for progress displays."""
@@ -67,7 +68,7 @@ class TrainSettings:
         augment: random horizontal flips.
         threads: ``torch.set_num_threads`` during the run (restored after); None keeps the current value.
         channels_last: channels-last memory format (oneDNN's fast path on CPU).
-        tiny_map_path: on CPU, :mod:`nas.training.proxy`'s exact fast path for depthwise and 1x1 convs on maps of <= 2x2
+        tiny_map_path: on CPU, :mod:`nas.training.fastpath`'s exact path for depthwise and 1x1 convs on maps of <= 2x2
             pixels (the last stages at 32² with the ImageNet stem; ~1.7x images/s there, no effect on larger maps).
             Checkpoints and ``model.pt`` always hold the plain network's keys.
     """
@@ -90,8 +91,8 @@ class TrainSettings:
     tiny_map_path: bool = True
 
     def __post_init__(self) -> None:
-        def bad(name: str, why: str) -> None:
-            raise UsageError(f"--{name.replace('_', '-')} {getattr(self, name)!r}: {why}")
+        def bad(name: str, why: str) -> None:  # the field is the setting's name
+            raise UsageError(f"train setting {name}={getattr(self, name)!r}: {why}", field=name)
 
         if not isinstance(self.epochs, int) or isinstance(self.epochs, bool) or self.epochs < 1:
             bad("epochs", "must be a positive integer")
@@ -149,59 +150,6 @@ class TrainResult:
         return asdict(self)
 
 
-def _atomic_write(path: Path, data: bytes) -> None:
-    from nas.export.formats import atomic_write_bytes
-
-    atomic_write_bytes(path, data)
-
-
-def _save(obj: Any) -> bytes:
-    import torch
-
-    buf = io.BytesIO()
-    torch.save(obj, buf)
-    return buf.getvalue()
-
-
-@contextlib.contextmanager
-def _plain(model: Any) -> Any:
-    """Temporarily undo :mod:`nas.training.proxy`'s tiny-map wrappers, so ``state_dict`` has ``build_model``'s keys."""
-    swapped = []
-
-    def unwrap(module: Any) -> None:
-        for name, child in list(module.named_children()):
-            if type(child).__name__ == "TinyMapConv" and hasattr(child, "conv"):
-                setattr(module, name, child.conv)
-                swapped.append((module, name, child))
-            else:
-                unwrap(child)
-
-    unwrap(model)
-    try:
-        yield model
-    finally:
-        for module, name, wrapper in swapped:
-            setattr(module, name, wrapper)
-
-
-def read_checkpoint_epoch(out_dir: "str | Path") -> int:
-    """The last completed epoch recorded in ``out_dir``'s checkpoint (0 if there is none)."""
-    import torch
-
-    p = Path(out_dir) / CHECKPOINT_NAME
-    if not p.is_file():
-        return 0
-    return int(torch.load(p, map_location="cpu", weights_only=True)["epoch"])
-
-
-def _identity(cfg: ArchConfig, settings: TrainSettings, seed: int, data: str) -> dict[str, Any]:
-    """What a checkpoint must match to be continued (``threads`` and the tiny-map path change speed, not the run)."""
-    s = settings.to_dict()
-    s.pop("threads", None)
-    s.pop("tiny_map_path", None)
-    return {"config_hash": cfg.hash(), "settings": s, "seed": seed, "data": data}
-
-
 def train(config: "ArchConfig | Mapping[str, Any] | str | Path", *, data: "Dataset | DataSpec | str" = "bundled",
           settings: TrainSettings = TrainSettings(), out_dir: "str | Path", seed: int = 0, device: str = "cpu",
           restart: bool = False, callback: TrainEvent | None = None) -> TrainResult:
@@ -209,7 +157,7 @@ def train(config: "ArchConfig | Mapping[str, Any] | str | Path", *, data: "Datas
 
     Args:
         config: an :class:`ArchConfig`, its dict, a JSON file (plain or exported) or a preset name.
-        data: a ``--data`` spec (``bundled``, ``fashion-mnist[:DIR]``, ``cifar10:DIR``, ``cifar100:DIR``,
+        data: a data spec (``bundled``, ``fashion-mnist[:DIR]``, ``cifar10:DIR``, ``cifar100:DIR``,
             ``folder:DIR``) or a loaded :class:`~nas.training.data.Dataset`.
         settings: the recipe and budget.
         out_dir: run folder: ``checkpoint.pt`` (each epoch), ``model.pt`` and ``result.json`` (at the end).
@@ -223,177 +171,139 @@ def train(config: "ArchConfig | Mapping[str, Any] | str | Path", *, data: "Datas
 
     Raises:
         UsageError: ``out_dir`` holds a run of another config, data, seed or settings (the message names the
-            difference), or is not writable.
+            difference), or is not writable (``field="out"``); ``device`` is unusable (``field="device"``).
         DataError: the data cannot be loaded or is too small.
-        TrainingDivergedError: the loss became NaN or infinite.
+        TrainingDivergedError: the loss became NaN or infinite (``field="lr"``).
         ConfigError: the config is invalid.
     """
     import torch
-    from torch import nn
 
-    from nas.builder import build_model
     from nas.training.data import Dataset, load_data, parse_data_spec
-    from nas.errors import ExportError, TrainingDivergedError
-    from nas.export.formats import checkpoint_dict, ensure_writable_dir
-    from nas.training.proxy import _batch, _device, _evaluate, _prepare, _resize_u8, _use_tiny_map_path
+    from nas.training.loop import build_run, evaluate, session, torch_device
 
     cfg = load_config(config)
     s = settings
     res = s.resolution or cfg.resolution
-    dev = _device(device)
-    try:
-        out = ensure_writable_dir(out_dir)
-    except ExportError as e:
-        raise UsageError(str(e)) from None
-    ck_path, model_path, result_path = out / CHECKPOINT_NAME, out / MODEL_NAME, out / RESULT_NAME
-    for stale in out.glob(f".{CHECKPOINT_NAME}.*.tmp"):  # a kill during a write leaves its temp file
-        with contextlib.suppress(OSError):
-            stale.unlink()
-
+    dev = torch_device(device)
+    files = open_run_dir(out_dir)
     dataset = data if isinstance(data, Dataset) else load_data(parse_data_spec(data), image_size=res)
-    data_id = f"{dataset.name}:{dataset.source}"
-    ident = _identity(cfg, s, seed, data_id)
-
-    ck = None
-    if ck_path.is_file() and not restart:
-        try:
-            ck = torch.load(ck_path, map_location="cpu", weights_only=True)
-        except Exception as e:  # a foreign or corrupt file; atomic writes never leave a partial checkpoint
-            raise UsageError(f"{ck_path}: unreadable checkpoint ({str(e).splitlines()[0][:100]}); "
-                             "use another --out or --restart") from None
-        stored = json.loads(ck.get("identity", "{}"))
-        diff = [k for k in ident if stored.get(k) != ident[k]]
-        if "settings" in diff:
-            diff.remove("settings")
-            diff += [f"settings.{k}" for k in ident["settings"] if stored.get("settings", {}).get(k) != ident["settings"][k]]
-        if diff:
-            raise UsageError(f"{ck_path}: holds a run with a different {', '.join(diff)}; use another --out, "
-                             "or --restart to discard it")
-    if restart:
-        for p in (ck_path, model_path, result_path):
-            with contextlib.suppress(FileNotFoundError):
-                p.unlink()
-    if ck is not None and int(ck["epoch"]) >= s.epochs and result_path.is_file():
-        done = json.loads(result_path.read_text())
+    ident = run_identity(cfg, s.to_dict(), seed, f"{dataset.name}:{dataset.source}")
+    ck = load_resumable(files, ident, restart=restart)
+    if ck is not None and int(ck["epoch"]) >= s.epochs and files.result.is_file():
+        done = json.loads(files.result.read_text())
         done.update(started_epoch=s.epochs + 1, resumed=True)
         return TrainResult(**{k: done[k] for k in TrainResult.__dataclass_fields__})
 
-    split_val = s.val_size
-    p = _prepare(dataset, res, split_val, s.train_size, s.split_seed)
+    p, recipe = _data_and_recipe(dataset, s, res, dev)
+    test = _test_tensors(dataset, res, dev)
+    emit = callback or (lambda _e: None)
+    t_start = time.perf_counter()
+    with session(seed=seed, threads=s.threads):
+        run = build_run(cfg, p, recipe, seed=seed, device=dev, state=None if ck is None else {
+            "model": ck["model"], "optimizer": ck["optimizer"], "scheduler": ck["scheduler"],
+            "generator": ck["rng"]["generator"]})
+        if ck is not None:
+            torch.set_rng_state(ck["rng"]["torch"])
+        history: list[dict[str, Any]] = [] if ck is None else json.loads(ck["history"])
+        first = 1 if ck is None else int(ck["epoch"]) + 1
+        emit({"event": "start", "epochs": s.epochs, "first_epoch": first, "steps_per_epoch": recipe.per_epoch,
+              "resumed": ck is not None, "train": len(p.train_y), "val": len(p.val_y)})
+        for epoch in range(first, s.epochs + 1):
+            history.append(_epoch(run, epoch, emit))
+            _save_checkpoint(run, files, ident, epoch, history)
+            emit({"event": "epoch", **history[-1], "epochs": s.epochs})
+        test_acc = None if test is None else evaluate(run.model, p, *test, channels_last=s.channels_last)
+    val_acc = history[-1]["val_accuracy"] if history else 0.0
+    seconds = round(time.perf_counter() - t_start, 3)
+    model = run.model.to("cpu").to(memory_format=torch.contiguous_format)
+    result = TrainResult(config=cfg.to_dict(), epochs=s.epochs, started_epoch=first, resumed=ck is not None,
+                         val_accuracy=val_acc, test_accuracy=test_acc, history=history, seconds=seconds,
+                         params=sum(q.numel() for q in model.parameters()), seed=seed, settings=s.to_dict(),
+                         data=dict(p.data), files=files.as_dict())
+    _write_outputs(model, run, files, result, resolution=res)
+    emit({"event": "done", "val_accuracy": val_acc, "test_accuracy": test_acc})
+    return result
+
+
+def _data_and_recipe(dataset: "Dataset", s: TrainSettings, res: int, dev: "torch.device") -> "tuple[Prepared, Recipe]":
+    """The prepared split on ``dev`` and the loop's recipe (whole epochs of ``n_train // batch`` steps).
+
+    Raises:
+        DataError: fewer training images than one batch (``field="batch_size"``).
+    """
+    from nas.training.loop import Recipe
+    from nas.training.pipeline import on_device, prepare
+
+    p = prepare(dataset, res, s.val_size, s.train_size, s.split_seed)
     n_train = len(p.train_y)
     batch = min(s.batch_size, n_train)
     per_epoch = n_train // batch
     if per_epoch < 1 or batch < 2:
-        from nas.errors import DataError
+        raise DataError(f"{dataset.source}: {n_train} training images, too few for batch size {s.batch_size}",
+                        field="batch_size")
+    recipe = Recipe(stem=s.stem, optimizer="sgd", lr=s.lr, momentum=s.momentum, weight_decay=s.weight_decay,
+                    label_smoothing=s.label_smoothing, augment=s.augment, channels_last=s.channels_last,
+                    tiny_map_path=s.tiny_map_path, total_steps=per_epoch * s.epochs,
+                    warmup_steps=round(s.warmup_epochs * per_epoch), batch=batch, per_epoch=per_epoch)
+    return on_device(p, dev), recipe
 
-        raise DataError(f"{dataset.source}: {n_train} training images, too few for batch size {s.batch_size}")
-    total = per_epoch * s.epochs
-    warmup = round(s.warmup_epochs * per_epoch)
-    tx, ty, vx, vy = p.train_x, p.train_y, p.val_x, p.val_y
-    test_x = test_y = None
-    if dataset.test_images is not None and dataset.test_labels is not None and len(dataset.test_labels):
-        test_x, test_y = _resize_u8(dataset.test_images, res), torch.from_numpy(dataset.test_labels)
-    if dev.type != "cpu":
-        from dataclasses import replace
 
-        tx, ty, vx, vy = (t.to(dev) for t in (tx, ty, vx, vy))
-        if test_x is not None:
-            test_x, test_y = test_x.to(dev), test_y.to(dev)
-        p = replace(p, mean=p.mean.to(dev), std=p.std.to(dev))
+def _test_tensors(dataset: "Dataset", res: int, dev: "torch.device") -> "tuple[torch.Tensor, torch.Tensor] | None":
+    """The data set's test split as cached uint8 images and labels on ``dev`` (None without one)."""
+    import torch
 
-    def lr_factor(step: int) -> float:  # step = optimizer steps done; warm-up from lr/10, then cosine to 0
-        if step < warmup:
-            return 0.1 + 0.9 * step / warmup
-        return 0.5 * (1 + math.cos(math.pi * (step - warmup) / max(1, total - warmup)))
+    from nas.training.pipeline import resize_u8
 
-    emit = callback or (lambda _e: None)
-    old_threads = torch.get_num_threads()
-    if s.threads:
-        torch.set_num_threads(s.threads)
-    t_start = time.perf_counter()
-    try:
-        with torch.random.fork_rng(devices=[]):  # the caller's global RNG state is left as it was
-            torch.manual_seed(seed)
-            model = build_model(cfg, p.num_classes, in_channels=p.channels, stem=s.stem)
-            if ck is not None:
-                model.load_state_dict(ck["model"])  # plain keys: loaded before the tiny-map wrappers go in
-            if s.tiny_map_path and dev.type == "cpu":
-                _use_tiny_map_path(model)  # same parameters, same order: the optimizer state still lines up
-            model = model.to(dev)
-            if s.channels_last:
-                model = model.to(memory_format=torch.channels_last)
-            decay = [q for q in model.parameters() if q.ndim > 1]
-            no_decay = [q for q in model.parameters() if q.ndim <= 1]
-            opt = torch.optim.SGD([{"params": decay, "weight_decay": s.weight_decay},
-                                   {"params": no_decay, "weight_decay": 0.0}],
-                                  lr=s.lr, momentum=s.momentum, nesterov=True)
-            sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_factor)
-            gen = torch.Generator().manual_seed(seed)  # batch order and flips
-            history: list[dict[str, Any]] = []
-            first = 1
-            if ck is not None:
-                opt.load_state_dict(ck["optimizer"])
-                sched.load_state_dict(ck["scheduler"])
-                gen.set_state(ck["rng"]["generator"])
-                torch.set_rng_state(ck["rng"]["torch"])
-                history = json.loads(ck["history"])
-                first = int(ck["epoch"]) + 1
-            loss_fn = nn.CrossEntropyLoss(label_smoothing=s.label_smoothing)
-            emit({"event": "start", "epochs": s.epochs, "first_epoch": first, "steps_per_epoch": per_epoch,
-                  "resumed": ck is not None, "train": n_train, "val": len(vy)})
-            for epoch in range(first, s.epochs + 1):
-                t0 = time.perf_counter()
-                model.train()
-                perm = torch.randperm(n_train, generator=gen)
-                loss_sum = torch.zeros((), device=dev)
-                for i in range(per_epoch):
-                    idx = perm[i * batch:(i + 1) * batch].to(dev)
-                    x = _batch(p, tx, idx, flip=s.augment, gen=gen, channels_last=s.channels_last)
-                    loss = loss_fn(model(x), ty[idx])
-                    opt.zero_grad(set_to_none=True)
-                    loss.backward()
-                    opt.step()
-                    sched.step()
-                    loss_sum += loss.detach()
-                    emit({"event": "step", "epoch": epoch, "step": i + 1, "steps_per_epoch": per_epoch})
-                mean_loss = float(loss_sum) / per_epoch
-                if not math.isfinite(mean_loss):
-                    raise TrainingDivergedError(f"config {cfg.to_string()}: training loss became {mean_loss} in "
-                                                f"epoch {epoch} (lr {s.lr}, seed {seed}); lower --lr")
-                val_acc = _evaluate(model, p, vx, vy, channels_last=s.channels_last)
-                rec = {"epoch": epoch, "loss": round(mean_loss, 6), "lr": opt.param_groups[0]["lr"],
-                       "val_accuracy": val_acc, "seconds": round(time.perf_counter() - t0, 3)}
-                history.append(rec)
-                with _plain(model):
-                    state = model.state_dict()
-                _atomic_write(ck_path, _save({
-                    "format": CHECKPOINT_FORMAT, "identity": json.dumps(ident), "epoch": epoch,
-                    "model": state, "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
-                    "rng": {"generator": gen.get_state(), "torch": torch.get_rng_state()},
-                    "history": json.dumps(history),
-                }))
-                emit({"event": "epoch", **rec, "epochs": s.epochs})
-        test_acc = None
-        if test_x is not None:
-            test_acc = _evaluate(model, p, test_x, test_y, channels_last=s.channels_last)
-        val_acc = history[-1]["val_accuracy"] if history else 0.0
-    finally:
-        torch.set_num_threads(old_threads)
+    if dataset.test_images is None or dataset.test_labels is None or not len(dataset.test_labels):
+        return None
+    return resize_u8(dataset.test_images, res).to(dev), torch.from_numpy(dataset.test_labels).to(dev)
 
-    seconds = time.perf_counter() - t_start
-    model = model.to("cpu").to(memory_format=torch.contiguous_format)
-    params = sum(q.numel() for q in model.parameters())
-    data_info = dict(p.data)
-    result = TrainResult(config=cfg.to_dict(), epochs=s.epochs, started_epoch=first, resumed=ck is not None,
-                         val_accuracy=val_acc, test_accuracy=test_acc, history=history, seconds=round(seconds, 3),
-                         params=params, seed=seed, settings=s.to_dict(), data=data_info,
-                         files={"checkpoint": str(ck_path), "model": str(model_path), "result": str(result_path)})
-    training = {"epochs": s.epochs, "val_accuracy": val_acc, "test_accuracy": test_acc, "data": data_info,
-                "settings": s.to_dict(), "seed": seed, "resolution": res}
-    with _plain(model):  # build_model's keys, so load_checkpoint and `nas export --weights` read it
-        ck_model = checkpoint_dict(model, cfg, num_classes=p.num_classes, in_channels=p.channels, stem=s.stem,
+
+def _epoch(run: "Run", epoch: int, emit: TrainEvent) -> dict[str, Any]:
+    """One pass over the training images, then a validation; returns the history record."""
+    from nas.training.loop import evaluate, run_steps
+
+    t0 = time.perf_counter()
+    per = run.recipe.per_epoch
+    base = (epoch - 1) * per
+
+    def on_step(step: int) -> None:
+        emit({"event": "step", "epoch": epoch, "step": step - base, "steps_per_epoch": per})
+
+    loss_sum, _ = run_steps(run, base + 1, base + per, on_step=on_step, hint="; lower lr")
+    mean_loss = float(loss_sum) / per
+    val_acc = evaluate(run.model, run.data, run.data.val_x, run.data.val_y, channels_last=run.recipe.channels_last)
+    return {"epoch": epoch, "loss": round(mean_loss, 6), "lr": run.optimizer.param_groups[0]["lr"],
+            "val_accuracy": val_acc, "seconds": round(time.perf_counter() - t0, 3)}
+
+
+def _save_checkpoint(run: "Run", files: RunFiles, ident: dict[str, Any], epoch: int,
+                     history: list[dict[str, Any]]) -> None:
+    """Rewrite the run's checkpoint after ``epoch`` (call inside the run's session: it stores torch's RNG)."""
+    import torch
+
+    from nas.training.fastpath import plain_convs
+
+    with plain_convs(run.model):
+        state = run.model.state_dict()
+    write_file(files.checkpoint, save_torch({
+        "format": TRAIN_CHECKPOINT_FORMAT, "identity": json.dumps(ident), "epoch": epoch,
+        "model": state, "optimizer": run.optimizer.state_dict(), "scheduler": run.scheduler.state_dict(),
+        "rng": {"generator": run.gen.get_state(), "torch": torch.get_rng_state()},
+        "history": json.dumps(history),
+    }))
+
+
+def _write_outputs(model: Any, run: "Run", files: RunFiles, result: TrainResult, *, resolution: int) -> None:
+    """Write ``model.pt`` (``model``: the run's network on the CPU, saved with plain keys) and ``result.json``."""
+    from nas.checkpoint import checkpoint_dict
+    from nas.training.fastpath import plain_convs
+
+    training = {"epochs": result.epochs, "val_accuracy": result.val_accuracy, "test_accuracy": result.test_accuracy,
+                "data": result.data, "settings": result.settings, "seed": result.seed, "resolution": resolution}
+    with plain_convs(model):  # build_model's keys, so load_checkpoint and export's ``weights=`` read it
+        ck_model = checkpoint_dict(model, run.config, num_classes=run.data.num_classes,
+                                   in_channels=run.data.channels, stem=run.recipe.stem,
                                    provenance={"training": training})
-    _atomic_write(model_path, _save(ck_model))
-    _atomic_write(result_path, (json.dumps(result.to_dict(), indent=2, default=str) + "\n").encode())
-    emit({"event": "done", "val_accuracy": val_acc, "test_accuracy": test_acc})
-    return result
+    write_file(files.model, save_torch(ck_model))
+    write_file(files.result, (json.dumps(result.to_dict(), indent=2, default=str) + "\n").encode())
