@@ -20,12 +20,12 @@ def main() -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("--threads", type=int, default=1)
     args = ap.parse_args()
-    from nas.paper import study
+    from nas.paper.guidelines import run_guidelines
     from nas.backends import get_backend
 
     backend = get_backend("cpu", threads=args.threads, batch=1)
     t0 = time.perf_counter()
-    results = study.run_guidelines(backend, on_step=lambda e: print(f"measuring {e} ...", file=sys.stderr))
+    results = run_guidelines(backend, on_step=lambda e: print(f"measuring {e} ...", file=sys.stderr))
     elapsed = time.perf_counter() - t0
     for g in results:
         rel = ", ".join(f"{v.label} {v.relative_speed:.2f}" for v in g.variants)

@@ -1,4 +1,4 @@
-"""nas.paper.study and `nas guidelines` / `nas compare`: equal-FLOPs benchmark nets, published MACs of the
+"""nas.paper (guidelines, zoo, compare) and `nas guidelines` / `nas compare`: equal-FLOPs benchmark nets, published MACs of the
 reference nets, verdict rules, and the CLI end to end on real onnxruntime sessions (tiny settings)."""
 
 from __future__ import annotations
@@ -10,7 +10,10 @@ import pytest
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from nas.paper import study
+from nas.errors import TableMismatchError, UsageError
+from nas.paper import guidelines, zoo
+from nas.paper.compare import check_table_identity
+from nas.paper.counting import module_macs
 from nas.cli import main
 
 
@@ -27,18 +30,18 @@ def _flop_counter_macs(model: torch.nn.Module, shape: tuple[int, ...]) -> int:
 def test_each_experiment_has_equal_macs_within_2_percent(scale):
     # 1x1 convs (and G4's bottlenecks, identical across variants) scale with the pixel count alike, so a
     # small resolution gives the same ratios as the paper's 56x56 at a fraction of the cost.
-    exps = study.guideline_experiments(scale=scale, resolution=8)
+    exps = guidelines.guideline_experiments(scale=scale, resolution=8)
     assert [e.id for e in exps] == ["G1", "G2", "G3", "G4"]
     for e in exps:
         with torch.device("meta"):  # shapes only: no weight init, no arithmetic
-            macs = [study.module_macs(v.build(), v.input_shape)[0] for v in e.variants]
+            macs = [module_macs(v.build(), v.input_shape)[0] for v in e.variants]
         assert (max(macs) - min(macs)) / max(macs) <= 0.02, (e.id, macs)
         for lab in (e.reference, *e.slower):
             assert lab in {v.label for v in e.variants}
 
 
 def test_guideline_variants_match_the_paper_x1_channels_and_flop_counter():
-    exps = {e.id: e for e in study.guideline_experiments(resolution=56)}
+    exps = {e.id: e for e in guidelines.guideline_experiments(resolution=56)}
     # The paper's Tables 1-3 (x1 column) except 1:12, moved from 36:432 to 37:444 to stay within 2 %.
     assert [v.channels for v in exps["G1"].variants] == [(128, 128), (90, 180), (52, 312), (37, 444)]
     assert [v.channels for v in exps["G2"].variants] == [(128,), (180,), (256,), (360,)]
@@ -51,64 +54,83 @@ def test_guideline_variants_match_the_paper_x1_channels_and_flop_counter():
                 model = v.build()
             out = model(torch.zeros(v.input_shape, device="meta"))
             assert out.shape == v.input_shape  # blocks keep channels and size: the 10 repeats stack
-            assert study.module_macs(model, v.input_shape)[0] == _flop_counter_macs(model, v.input_shape)
+            assert module_macs(model, v.input_shape)[0] == _flop_counter_macs(model, v.input_shape)
     # G1 x1: 10 blocks x 2 convs x 56^2 x 128^2 mult-adds
     with torch.device("meta"):
         g1 = exps["G1"].variants[0].build()
-    assert study.module_macs(g1, (1, 128, 56, 56))[0] == 10 * 2 * 56 * 56 * 128 * 128
+    assert module_macs(g1, (1, 128, 56, 56))[0] == 10 * 2 * 56 * 56 * 128 * 128
 
 
 @pytest.mark.parametrize("bad", [{"scale": 0}, {"resolution": -1}, {"repeats": 0}])
 def test_guideline_experiments_refuse_bad_sizes(bad):
-    with pytest.raises(study.UsageError):
-        study.guideline_experiments(**bad)
+    with pytest.raises(UsageError) as e:
+        guidelines.guideline_experiments(**bad)
+    assert e.value.field == next(iter(bad))
+
+
+def test_run_guidelines_refuses_an_unknown_experiment_before_measuring():
+    with pytest.raises(UsageError) as e:
+        guidelines.run_guidelines(None, only=["G7"])  # no backend needed: refused first
+    assert e.value.field == "only"
+
+
+def test_a_table_from_another_machine_is_refused_with_its_field():
+    class Table:
+        identity = {"device": "cpu", "cpu_model": "some other CPU", "threads": 1, "batch": 1}
+
+    check_table_identity(Table(), dict(Table.identity), path="t.json")  # same identity: fine
+    with pytest.raises(TableMismatchError) as e:
+        check_table_identity(Table(), {**Table.identity, "cpu_model": "this CPU"}, path="t.json")
+    assert e.value.field == "table"
 
 
 # ------------------------------------------------------------------ reference networks
 @pytest.mark.parametrize("name,published_macs", [
     ("mobilenetv2-1.0", 300e6), ("mobilenetv1-1.0", 569e6), ("shufflenetv1-g3-1.0x", 140e6)])
 def test_reference_nets_match_published_macs_within_3_percent(name, published_macs):
-    ref = study.REFERENCES[name]
+    ref = zoo.REFERENCES[name]
     model = ref.build()
     shape = (1, 3, ref.resolution, ref.resolution)
     macs = _flop_counter_macs(model, shape)
     assert abs(macs - published_macs) / published_macs <= 0.03, macs
-    assert study.module_macs(model, shape)[0] == macs
+    assert module_macs(model, shape)[0] == macs
 
 
 def test_every_reference_net_runs_and_sits_in_its_table8_group():
-    assert len(study.REFERENCES) >= 14
-    for ref in study.REFERENCES.values():
+    assert len(zoo.REFERENCES) >= 14
+    for ref in zoo.REFERENCES.values():
         with torch.device("meta"):  # shapes only: no weight init, no arithmetic
             model = ref.build()
         shape = (1, 3, ref.resolution, ref.resolution)
-        macs, params = study.module_macs(model, shape)  # runs the forward (on meta tensors)
+        macs, params = module_macs(model, shape)  # runs the forward (on meta tensors)
         # "our impl." rows of the paper differ from ours (e.g. 0.15 MobileNetV2: 31 M here, 39 M there),
         # but every row lands in the paper's complexity group.
-        assert study.complexity_group(macs) == study.complexity_group(ref.paper_mflops * 1e6), ref.name
+        assert zoo.complexity_group(macs) == zoo.complexity_group(ref.paper_mflops * 1e6), ref.name
         assert params > 0
 
 
 def test_reference_nets_by_budget_and_name():
-    near = study.reference_nets(budget_macs=150e6)
-    assert near and all(study.complexity_group(n.paper_mflops * 1e6) == 140 for n in near)
-    assert [n.name for n in study.reference_nets(names=["mobilenetv1-0.5"])] == ["mobilenetv1-0.5"]
-    with pytest.raises(study.UsageError):
-        study.reference_nets(names=["resnet-50"])
-    with pytest.raises(study.UsageError):
-        study.reference_nets(budget_macs=5e6)
+    near = zoo.reference_nets(budget_macs=150e6)
+    assert near and all(zoo.complexity_group(n.paper_mflops * 1e6) == 140 for n in near)
+    assert [n.name for n in zoo.reference_nets(names=["mobilenetv1-0.5"])] == ["mobilenetv1-0.5"]
+    with pytest.raises(UsageError) as e:
+        zoo.reference_nets(names=["resnet-50"])
+    assert e.value.field == "only"
+    with pytest.raises(UsageError) as e:
+        zoo.reference_nets(budget_macs=5e6)
+    assert e.value.field == "budget"
     with pytest.raises(ValueError):
-        study._ref("mobilenetv1-0.5", "dup", 224, 1, 1, 1, 1, lambda: None)
+        zoo._ref("mobilenetv1-0.5", "dup", 224, 1, 1, 1, 1, lambda: None)
 
 
 # ------------------------------------------------------------------ verdicts
-def _vr(label: str, rounds: tuple[float, ...]) -> study.VariantResult:
+def _vr(label: str, rounds: tuple[float, ...]) -> guidelines.VariantResult:
     med = sorted(rounds)[len(rounds) // 2]
-    return study.VariantResult(label, (1,), (1, 1, 1, 1), 1, 1, med, 1.0, rounds, 1000 / med, 1.0)
+    return guidelines.VariantResult(label, (1,), (1, 1, 1, 1), 1, 1, med, 1.0, rounds, 1000 / med, 1.0)
 
 
-def _g1() -> study.Experiment:
-    return study.guideline_experiments(resolution=8, repeats=1)[0]
+def _g1() -> guidelines.Experiment:
+    return guidelines.guideline_experiments(resolution=8, repeats=1)[0]
 
 
 @pytest.mark.parametrize("rounds,expected", [
@@ -120,7 +142,7 @@ def _g1() -> study.Experiment:
     ({"1:1": (1.0, 1.0, 1.0), "1:2": (1.0,) * 3, "1:6": (1.0,) * 3, "1:12": (0.9, 1.2, 1.8)}, "inconclusive"),
 ])
 def test_verdict_rule(rounds, expected):
-    verdict, reason = study._verdict(_g1(), [_vr(lab, r) for lab, r in rounds.items()])
+    verdict, reason = guidelines._verdict(_g1(), [_vr(lab, r) for lab, r in rounds.items()])
     assert verdict == expected, reason
 
 
@@ -250,8 +272,12 @@ def test_cli_guidelines_through_a_board_agent(capsys):
     assert server.stats["measurements"] >= 1  # measured on the agent, not here
 
 
-def test_cli_unreachable_agent_is_one_line_exit_2(capsys):
-    # Nothing listens on port 1; the remote backend retries with backoff (about 16 s) before giving up.
+def test_cli_unreachable_agent_is_one_line_exit_2(capsys, monkeypatch):
+    from nas.backends import remote
+
+    # Nothing listens on port 1. No reconnect attempts: the backoff (about 16 s of sleeping by default) is
+    # tested with a short one in test_agent.py; here only the one-line refusal matters.
+    monkeypatch.setattr(remote, "RETRIES", 0)
     assert main(["guidelines", "--quick", "--remote", "127.0.0.1:1", "--token", "x" * 32]) == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1

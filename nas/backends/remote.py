@@ -24,7 +24,7 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Sequence
 
-from nas.agent import protocol as wire
+import nas.agent.protocol as wire
 from nas.agent.protocol import TOKEN_ENV, default_token_path
 from nas.backends.base import Backend, Device, MeasureSettings, Measurement
 from nas.backends.host import is_arm, torch_version
@@ -231,7 +231,8 @@ class RemoteBackend(Backend):
         token: the agent's token (see :func:`read_token` for the fallbacks when None).
         timeout_s: how long to wait for an answer (default: twice the agent's ``max_seconds`` cap + 30 s:
             a wait for the lock plus one capped measurement).
-        retries, backoff_s: reconnect attempts after a dropped connection and the first backoff (doubles).
+        retries, backoff_s: reconnect attempts after a dropped connection and the first backoff in seconds
+            (doubles each time); default :data:`RETRIES` and :data:`BACKOFF_S`.
 
     Raises:
         UsageError: bad ``remote``, no token, or ``device="gpu"``.
@@ -242,7 +243,7 @@ class RemoteBackend(Backend):
     name = "remote"
 
     def __init__(self, *, device: Device, threads: int, batch: int, remote: str, token: str | None = None,
-                 timeout_s: float | None = None, retries: int = RETRIES, backoff_s: float = BACKOFF_S,
+                 timeout_s: float | None = None, retries: int | None = None, backoff_s: float | None = None,
                  connect_timeout_s: float = CONNECT_TIMEOUT_S) -> None:
         super().__init__(device=device, threads=threads, batch=batch)
         if device == "gpu":
@@ -254,6 +255,9 @@ class RemoteBackend(Backend):
         if self.token is None:
             raise UsageError(f"remote {remote}: the agent needs its token; give a token file (holding the token "
                              f"`nas agent` printed on the board) or set {TOKEN_ENV}", field="token_file")
+        # Read at call time (not bound as defaults) so a test can shorten every backend's retries at once.
+        retries = RETRIES if retries is None else retries
+        backoff_s = BACKOFF_S if backoff_s is None else backoff_s
         if retries < 0:
             raise UsageError(f"retries={retries}: must be >= 0", field="retries")
         self.retries, self.backoff_s, self.connect_timeout_s = retries, backoff_s, connect_timeout_s

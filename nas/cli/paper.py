@@ -7,6 +7,7 @@ import time
 from pathlib import Path
 from typing import Any, Callable
 
+from nas.cli.progress import Bars, bars
 from nas.errors import UsageError
 
 __all__ = ["add_parsers"]
@@ -89,24 +90,16 @@ def _backend(args: argparse.Namespace, *, device: str | None = None, threads: in
     return backend, backend.identity()
 
 
-def _progress(total: int) -> tuple[Any, Callable[[str], None]]:
-    """A rich progress bar with ETA on stderr (stdout stays clean for --json)."""
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
-
-    from nas.cli import err_console
-
-    prog = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                    TextColumn("ETA"), TimeRemainingColumn(), console=err_console(), transient=True)
-    task = prog.add_task("starting", total=total)
-    started = [False]
+def _stepper(progress: Bars | None, total: int) -> Callable[[str], None]:
+    """An ``on_step`` callback for the library: each call starts the next of ``total`` steps under its label."""
+    started = [0]
 
     def step(label: str) -> None:
-        if started[0]:
-            prog.advance(task)
-        started[0] = True
-        prog.update(task, description=label)
+        if progress is not None:
+            progress.update("measure", done=started[0], total=total, description=label)
+        started[0] += 1
 
-    return prog, step
+    return step
 
 
 def _plot_guidelines(results: list[Any], path: str, title: str) -> None:
@@ -180,20 +173,22 @@ def _where(ident: dict[str, Any]) -> str:
 
 # ------------------------------------------------------------------ nas guidelines
 def cmd_guidelines(args: argparse.Namespace) -> int:
-    from nas.paper import study
+    from nas.paper import guidelines
 
     only = [x.strip().upper() for x in args.only.split(",") if x.strip()] if args.only else None
-    resolution = QUICK_RESOLUTION if args.quick else study.GUIDELINE_RESOLUTION
-    repeats = QUICK_REPEATS if args.quick else study.REPEATS
+    resolution = QUICK_RESOLUTION if args.quick else guidelines.GUIDELINE_RESOLUTION
+    repeats = QUICK_REPEATS if args.quick else guidelines.REPEATS
     backend, ident = _backend(args)
     settings = _settings(args)
     n_exp = len(only) if only else 4
     t0 = time.perf_counter()
-    prog, step = _progress(n_exp)
     try:
-        with prog:
-            results = study.run_guidelines(backend, scale=args.scale, resolution=resolution, repeats=repeats,
+        with bars(not args.json) as progress:
+            step = _stepper(progress, n_exp)
+            results = guidelines.run_guidelines(backend, scale=args.scale, resolution=resolution, repeats=repeats,
                                            settings=settings, only=only, on_step=lambda e: step(f"measuring {e}"))
+            if progress is not None:
+                progress.update("measure", done=n_exp, total=n_exp, description="measured")
     finally:
         backend.close()
     elapsed = time.perf_counter() - t0
@@ -249,7 +244,7 @@ def _print_guidelines(results: list[Any], title: str, elapsed: float, plot: str 
 
 # ------------------------------------------------------------------ nas compare
 def cmd_compare(args: argparse.Namespace) -> int:
-    from nas.paper import study
+    from nas import paper
 
     if args.list:
         return _list_refs(args)
@@ -262,7 +257,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
             raise UsageError(f"--budget {args.budget!r}: nas compare groups by complexity; give MFLOPs, e.g. 150MFLOPs")
         budget_macs = b.limit
     names = [x.strip() for x in args.only.split(",") if x.strip()] if args.only else None
-    nets = study.reference_nets(budget_macs=budget_macs, names=names)
+    nets = paper.reference_nets(budget_macs=budget_macs, names=names)
     for c in args.configs:  # fail on a bad file before any measuring
         import nas
 
@@ -277,20 +272,22 @@ def cmd_compare(args: argparse.Namespace) -> int:
             args.runtime = table.identity.get("backend")
         backend, ident = _backend(args, device=table.device, threads=table.threads, batch=table.batch)
         try:
-            _check_identity(table, ident, args.table)
+            paper.check_table_identity(table, ident, path=args.table)
         except Exception:
             backend.close()
             raise
     else:
         backend, ident = _backend(args)
     settings = _settings(args, table.network_settings if table is not None else None)
-    n_groups = len({study.complexity_group(n.paper_mflops * 1e6) for n in nets}) + len(args.configs)
+    n_groups = len({paper.complexity_group(n.paper_mflops * 1e6) for n in nets}) + len(args.configs)
     t0 = time.perf_counter()
-    prog, step = _progress(max(1, n_groups))
     try:
-        with prog:
-            rows = study.run_compare(backend, nets=nets, configs=args.configs, settings=settings, table=table,
+        with bars(not args.json) as progress:
+            step = _stepper(progress, max(1, n_groups))
+            rows = paper.run_compare(backend, nets=nets, configs=args.configs, settings=settings, table=table,
                                      on_step=lambda s: step(f"measuring {s}"))
+            if progress is not None:
+                progress.update("measure", done=max(1, n_groups), total=max(1, n_groups), description="measured")
     finally:
         backend.close()
     elapsed = time.perf_counter() - t0
@@ -324,21 +321,10 @@ def _open_table(path: str) -> Any:
     return load_table(path)
 
 
-def _check_identity(table: Any, ident: dict[str, Any], path: str) -> None:
-    """Refuse to put a table's predictions next to measurements from another machine or runtime."""
-    from nas.errors import TableMismatchError
-    from nas.backends.identity import identity_diff
-
-    diff = identity_diff(table.identity, ident, sides=("table", "here"))
-    if diff:
-        raise TableMismatchError(f"--table {path}: measured elsewhere ({diff[0]}); run nas compare where the "
-                                 "table was built (or with its --remote), or drop --table")
-
-
 def _list_refs(args: argparse.Namespace) -> int:
-    from nas.paper import study
+    from nas.paper.zoo import REFERENCES
 
-    refs = list(study.REFERENCES.values())
+    refs = list(REFERENCES.values())
     if args.json:
         from nas.cli import print_json
 
