@@ -1,4 +1,4 @@
-"""nas.training.data: every --data kind on real files written on the fly, the bundled subset, the split, the errors."""
+"""nas.training.data and readers: every --data kind on real files written on the fly, the bundled subset, the split, the errors."""
 
 from __future__ import annotations
 
@@ -10,14 +10,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from nas.training.data import (
-    DEFAULT_FASHION_MNIST_DIR,
-    DataSpec,
-    load_data,
-    parse_data_spec,
-    read_idx,
-    split_train_val,
-)
+from nas.training.data import DEFAULT_FASHION_MNIST_DIR, DataSpec, load_data, parse_data_spec, split_train_val
+from nas.training.readers import read_idx
 from nas.errors import DataError
 
 
@@ -92,8 +86,9 @@ def test_parse_data_spec(text, kind, path):
 
 @pytest.mark.parametrize("text", ["imagenet", "cifar10", "folder", "folder:", "bundled:/x"])
 def test_parse_data_spec_errors(text):
-    with pytest.raises(DataError):
+    with pytest.raises(DataError) as e:
         parse_data_spec(text)
+    assert e.value.field == "data"
 
 
 # ----------------------------------------------------------------------------------------- sources
@@ -175,8 +170,9 @@ def test_cifar_pickle_with_code_is_refused(tmp_path):
 
     with (d / "data_batch_2").open("wb") as f:
         pickle.dump({b"data": Evil(), b"labels": []}, f)
-    with pytest.raises(DataError, match="data_batch_2"):
+    with pytest.raises(DataError, match="data_batch_2") as e:
         load_data(f"cifar10:{d}")
+    assert e.value.field == "data"
 
 
 def test_image_folder(tmp_path):
@@ -204,11 +200,13 @@ def test_image_folder_corrupt_image_names_the_file(tmp_path):
 
 @pytest.mark.parametrize("kind", ["cifar10", "cifar100", "folder", "fashion-mnist"])
 def test_missing_and_empty_dirs(tmp_path, kind):
-    with pytest.raises(DataError, match="not found"):
+    with pytest.raises(DataError, match="not found") as e:
         load_data(f"{kind}:{tmp_path / 'nope'}")
+    assert e.value.field == "data"
     (tmp_path / "empty").mkdir()
-    with pytest.raises(DataError, match="empty"):
+    with pytest.raises(DataError, match="empty") as e:
         load_data(f"{kind}:{tmp_path / 'empty'}")
+    assert e.value.field == "data"
 
 
 # ----------------------------------------------------------------------------------------- split
@@ -227,8 +225,16 @@ def test_split_is_stratified_disjoint_and_deterministic():
     assert len(full.val_labels) == 600 and len(full.train_labels) == 5400
 
 
-@pytest.mark.parametrize("kw", [dict(val_size=0), dict(val_size=6000), dict(val_size=1.5),
-                                dict(val_size=100, train_size=5950)])
-def test_split_errors(kw):
-    with pytest.raises(DataError):
+@pytest.mark.parametrize("kw,fld", [(dict(val_size=0), "val_size"), (dict(val_size=6000), "val_size"),
+                                    (dict(val_size=1.5), "val_size"), (dict(val_size=100, train_size=5950), "train_size")])
+def test_split_errors(kw, fld):
+    with pytest.raises(DataError) as e:
         split_train_val(load_data("bundled"), **kw)
+    assert e.value.field == fld
+
+
+def test_folder_image_size_is_checked(tmp_path):
+    root = write_folder(tmp_path / "imgs")
+    with pytest.raises(DataError) as e:
+        load_data(f"folder:{root}", image_size=4)
+    assert e.value.field == "image_size"
