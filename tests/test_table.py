@@ -380,13 +380,37 @@ def test_calibration_is_used_as_stored_and_refitted_only_when_asked(built, tmp_p
 def test_tiny_table_predicts_real_networks_within_a_factor_of_two(built):
     """A loose quality bound on a real (tiny, 32 px) build: whole networks timed end to end with the same
     backend, paired with the reference probe and put on the table's speed as a build does (validate_table), are
-    all predicted within a factor of 2, and ranked in the right order more often than not. A broken sum,
-    calibration or rescaling is off by more than that; load from other processes cancels in the pairing."""
+    all predicted within a factor of 2, and networks measured >= 20 % apart are mostly ranked right. A broken
+    sum, calibration or rescaling is off by more than that; load from other processes cancels in the pairing
+    (seen here: predicted / measured 0.90-1.12)."""
     table, _ = built
     fig = validate_table(table, get_backend("cpu"), samples=8, seed=3, save=False)
     ratios = [n["predicted_ms"] / n["ms"] for n in fig["nets"]]
     assert all(0.5 < r < 2.0 for r in ratios), ratios
-    distinct = {n["config"]: n for n in fig["nets"]}
-    if len(distinct) >= 4:  # a tiny space draws repeats; rank only distinct networks
-        nets = list(distinct.values())
-        assert kendall_tau([n["predicted_ms"] for n in nets], [n["ms"] for n in nets]) > 0.3
+    nets = list({n["config"]: n for n in fig["nets"]}.values())  # a tiny space draws repeats
+    apart = [(a, b) for i, a in enumerate(nets) for b in nets[i + 1:]
+             if max(a["ms"], b["ms"]) > 1.2 * min(a["ms"], b["ms"])]
+    right = [(a["ms"] > b["ms"]) == (a["predicted_ms"] > b["predicted_ms"]) for a, b in apart]
+    if len(right) >= 3:
+        assert sum(right) >= 0.75 * len(right), list(zip(apart, right))
+
+
+def test_public_api_imports_light_and_errors_name_their_field(tiny_dir, tmp_path):
+    code = ("import sys, nas.latency; from nas.latency import build_table, load_table, predict, resolve_table; "
+            "import nas.latency.prediction, nas.latency.build, nas.latency.validate; "
+            "print(sorted(m for m in ('torch', 'onnxruntime', 'matplotlib') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip()
+    assert out == "[]"
+    space = load_space(tiny_dir / "tiny.toml")
+    with pytest.raises(UsageError) as e:
+        build_table(space, get_backend("cpu"), resolution=64, out=tmp_path / "r64.json")
+    assert e.value.field == "resolution" and not (tmp_path / "r64.json").exists()
+    with pytest.raises(UsageError) as e:
+        build_table(space, get_backend("cpu"), rescale="sometimes", out=tmp_path / "r.json", limit=0)
+    assert e.value.field == "rescale"
+    from nas.latency import resolve_table
+
+    assert resolve_table(None, use_default=False) is None
+    with pytest.raises(TableError) as e:
+        resolve_table(tmp_path / "absent.json")
+    assert e.value.field == "table"

@@ -43,7 +43,8 @@ METHOD = (
     "with the network's runtime settings, in interleaved rounds with a fixed reference probe; median of "
     "adaptive repeats; clock = thread CPU time at threads=1 (wall / CUDA events otherwise); entries whose "
     "per-round block/probe ratios spread > max_spread_pct flagged; basic units (repeated within a network) "
-    "and flagged entries measured twice, three times if the two disagree by > 4 %, median kept; times rescaled to the build's median probe time (see "
+    "and flagged entries measured twice, three times if the two disagree by > 4 %, median kept; "
+    "times rescaled to the build's median probe time (see "
     "probe.rescale); sum calibrated on end-to-end networks (model chosen by leave-one-out error)"
 )
 
