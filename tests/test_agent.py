@@ -9,7 +9,6 @@ from __future__ import annotations
 import http.client
 import json
 import os
-import platform
 import queue
 import signal
 import stat
@@ -27,6 +26,7 @@ from nas.agent.measure import measure_request
 from nas.agent.protocol import AgentLimits
 from nas.agent.token import load_or_create_token
 from nas.backends import MeasureSettings, get_backend
+from nas.backends.host import is_arm_host
 from nas.backends.remote import RemoteBackend, parse_address, read_token, request_identity, request_measure
 from nas.cli import main
 from nas.errors import AgentError, BackendUnavailableError, MeasurementError, UsageError
@@ -55,7 +55,7 @@ kernel = [3]
 """
 TINY_ENTRIES = 12
 LABEL = "test-board"
-IS_ARM = platform.machine().lower() in ("aarch64", "arm64", "armv8l", "armv7l")
+IS_ARM = is_arm_host()
 
 
 # --------------------------------------------------------------------------- a real agent process

@@ -31,6 +31,14 @@ def agent_identity(*, device: str, threads: int, batch: int, label: str | None =
     ``OnnxRuntimeBackend.identity()`` (device, CPU model, cores, OS, arch, Python, runtime + version,
     provider, threads, batch) plus ``providers_available``, ``usable_cpus``, ``node`` (host name),
     ``board`` (the agent's ``label``) and ``agent`` (protocol and nas version).
+
+    Args:
+        device: the device kind the client asked for (``cpu`` or ``arm``).
+        threads, batch: as the client asked (already checked).
+        label: the board's name, if the agent was given one.
+
+    Returns:
+        The identity dict sent under ``identity``.
     """
     import onnxruntime as ort
 
@@ -93,9 +101,18 @@ def measure_request(models: Sequence[bytes], request: MeasureRequest, *, limits:
     Runs the onnxruntime CPU backend's protocol (as :func:`nas.backends.onnxruntime.measure_onnx_bytes`; several
     models in interleaved rounds, as ``measure_many``), stopped if it passes ``limits.max_seconds``.
 
+    Args:
+        models: the request's ONNX models, in body order.
+        request: the checked request (:func:`nas.agent.checks.parse_request`).
+        limits: the agent's caps (``max_seconds`` is the time cap).
+
+    Returns:
+        One :class:`Measurement` per model.
+
     Raises:
         AgentError: a model fails :func:`check_onnx`.
-        MeasurementError: onnxruntime could not load or run a model, or the time cap was reached.
+        MeasurementError: onnxruntime could not load or run a model, or the time cap was reached (field
+            ``max_seconds``).
     """
     if len(models) != len(request.input_shapes):
         raise AgentError(f"{len(models)} models for {len(request.input_shapes)} input shapes")

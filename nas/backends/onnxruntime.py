@@ -6,8 +6,8 @@ fusion, constant folding), ``intra_op_num_threads = threads``, one inter-op thre
 execution. Inputs and outputs are bound once (``IOBinding``) so a timed call is the session's own
 work plus a fixed few microseconds, with no per-call numpy allocation.
 
-:func:`measure_onnx_bytes` is the whole measurement as one function of ONNX bytes: the board agent
-calls it on the board.
+:func:`measure_onnx_bytes` is the whole measurement as one function of ONNX bytes; the board agent runs the
+same backend with a time cap added (:mod:`nas.agent.measure`).
 """
 
 from __future__ import annotations

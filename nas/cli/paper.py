@@ -56,13 +56,13 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
 def _settings(args: argparse.Namespace, base: Any = None) -> Any:
     """--quick's tiny protocol, else ``base`` (a table's), else the tables' network protocol."""
     from nas.backends import MeasureSettings
-    from nas.latency.table import NETWORK_SETTINGS
+    from nas.paper.settings import default_settings
 
     if args.quick:
         # rounds=3 keeps paired per-round ratios for the verdicts; no retries so it stays fast.
         return MeasureSettings(warmup=1, min_repeats=3, max_repeats=3, min_time_s=0.0, rounds=3, rewarm=0,
                                retries=0)
-    return base or NETWORK_SETTINGS
+    return default_settings(base)
 
 
 def _token(args: argparse.Namespace) -> str | None:
