@@ -92,7 +92,7 @@ class TrainSettings:
 
     def __post_init__(self) -> None:
         def bad(name: str, why: str) -> None:  # the field is the setting's name
-            raise UsageError(f"train setting {name}={getattr(self, name)!r}: {why}", field=name)
+            raise UsageError(f"{name} {getattr(self, name)!r}: {why}", field=name)
 
         if not isinstance(self.epochs, int) or isinstance(self.epochs, bool) or self.epochs < 1:
             bad("epochs", "must be a positive integer")
