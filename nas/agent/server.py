@@ -31,7 +31,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
-from nas.agent import protocol as wire
+import nas.agent.protocol as wire
 from nas.agent.checks import check_device_threads, parse_request
 from nas.agent.measure import agent_identity, measure_request
 from nas.agent.protocol import DEFAULT_PORT, PROTOCOL, AgentLimits
