@@ -14,7 +14,9 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-__all__ = ["atomic_write_bytes", "atomic_write_text", "atomic_write_json"]
+from nas.errors import NasError, UsageError
+
+__all__ = ["atomic_write_bytes", "atomic_write_text", "atomic_write_json", "ensure_writable_dir"]
 
 
 def atomic_write_bytes(path: "str | Path", data: bytes, *, fsync: bool = True) -> Path:
@@ -57,3 +59,30 @@ def atomic_write_text(path: "str | Path", text: str, *, fsync: bool = True) -> P
 def atomic_write_json(path: "str | Path", obj: Any, *, indent: int | None = 2) -> Path:
     """:func:`atomic_write_text` of ``obj`` as JSON with a trailing newline (non-JSON values via ``str``)."""
     return atomic_write_text(path, json.dumps(obj, indent=indent, default=str) + "\n")
+
+
+def ensure_writable_dir(path: "str | Path", *, error: type[NasError] = UsageError, field: str = "out") -> Path:
+    """Create ``path`` (and parents) and prove it writable with a probe file, before any slow work starts.
+
+    Args:
+        path: the folder.
+        error: the typed error to raise (each stage has its own: ``ExportError`` for exports).
+        field: the library argument that named the folder, carried by the error.
+
+    Returns:
+        The folder as a :class:`~pathlib.Path`.
+
+    Raises:
+        NasError: (of type ``error``) it cannot be created or written: a parent is a file, a read-only or
+            virtual file system, no permission.
+    """
+    p = Path(path)
+    try:
+        p.mkdir(parents=True, exist_ok=True)
+        fd, probe = tempfile.mkstemp(dir=p, prefix=".nas-write-probe.")
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as e:
+        raise error(f"{field} {p}: not a writable directory ({e.strerror or e}); choose another",
+                    field=field) from None
+    return p
