@@ -59,8 +59,7 @@ def main() -> int:
     from nas.backends import get_backend
     from nas.errors import NasError
     from nas.training.proxy import PROXY_PRESETS
-    from nas.search.report import hypervolume_2d
-    from nas.search.run import SearchSettings, evaluate_config, open_study, search
+    from nas.search import SearchSettings, evaluate_config, hypervolume_2d, open_study, search
     from nas.space import load_space
     from nas.latency.table import default_table_path, load_table, measure_network
     from nas.units import parse_budget

@@ -1,4 +1,5 @@
-"""nas export: a real Optuna study in SQLite, every Pareto trial in every format, checks, and bad inputs."""
+"""nas export: the Pareto trials of a real tiny search (tests/search_study.py) in every format, the Python
+search -> export path, checks, configs and presets, and bad inputs."""
 
 from __future__ import annotations
 
@@ -11,11 +12,13 @@ import pytest
 import nas
 from nas.arch import ArchConfig, StageConfig
 from nas.cli import main
-from nas.errors import ExportError
+from nas.errors import ExportError, NasError, UsageError
+from nas.export import FORMATS, candidates_from_study, export_candidate
+from nas.search import TrialRecord, open_study, pareto_records
 
-optuna = pytest.importorskip("optuna")
 torch = pytest.importorskip("torch")
 pytest.importorskip("onnxruntime")
+from search_study import BUDGET, FAILED_STUDY, STUDY, TINY_PROXY, tiny_study  # noqa: E402
 
 
 @pytest.fixture(autouse=True)
@@ -27,50 +30,19 @@ def _one_thread():
     torch.set_num_threads(old)
 
 
-def tiny(width: int, *, ratio: float = 0.5, se: bool = False, kernel: int = 3, residual: bool = False) -> ArchConfig:
+def tiny_config(width: int, *, ratio: float = 0.5, se: bool = False, kernel: int = 3, residual: bool = False) -> ArchConfig:
     return ArchConfig(stages=(StageConfig(1, width), StageConfig(2, 2 * width, ratio, se, kernel),
                               StageConfig(1, 4 * width)), stem_channels=8, head_channels=64, resolution=32,
                       residual=residual)
 
 
-# (config, accuracy, latency_ms, state, feasible)
-TRIALS = [
-    (tiny(8), 0.70, 0.20, "COMPLETE", True),  # Pareto: fastest
-    (tiny(16, ratio=0.25, se=True, kernel=5), 0.80, 0.40, "COMPLETE", True),  # Pareto: SE, split 0.25, k5
-    (tiny(24, residual=True), 0.85, 0.90, "COMPLETE", True),  # Pareto: most accurate feasible, residual
-    (tiny(16), 0.75, 0.50, "COMPLETE", True),  # dominated by trial 1
-    (tiny(32), 0.95, 0.10, "COMPLETE", False),  # would dominate everything, but breaks the budget
-    (tiny(8), 0.0, 0.0, "FAIL", False),
-]
-
-
 @pytest.fixture(scope="module")
-def study_db(tmp_path_factory) -> tuple[str, str]:
-    from nas.macs import count_macs
+def tiny(tmp_path_factory):
+    return tiny_study(tmp_path_factory)
 
-    path = tmp_path_factory.mktemp("study") / "search.db"
-    storage = f"sqlite:///{path}"
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
-    study = optuna.create_study(study_name="s1", storage=storage, directions=["maximize", "minimize"])
-    for k, v in {"space_hash": "ab" * 32, "space": "shufflenetv2", "seed": 7, "nas_version": nas.__version__,
-                 "table": {"path": "latency_tables/t.json", "fingerprint": "cd" * 32, "space_hash": "ab" * 32,
-                           "describe": "cpu (x86_64), onnxruntime, threads=1, batch=1, 32px", "resolution": 32,
-                           "num_classes": 10},
-                 "budgets": ["1ms"], "objective": "latency", "proxy": {"kind": "train"}, "data": "bundled",
-                 "num_classes": 10, "metric_names": ["accuracy", "latency_ms"]}.items():
-        study.set_user_attr(k, v)
-    for i, (cfg, acc, lat, state, feasible) in enumerate(TRIALS):
-        mc = count_macs(cfg)
-        attrs = {"config": cfg.to_dict(), "macs": mc.macs, "mflops": mc.mflops, "params": mc.params,
-                 "latency_ms": lat, "latency_uncertainty_ms": 0.01, "accuracy": acc, "duration_s": 1.0,
-                 "feasible": feasible, "seed": i}
-        if state == "FAIL":
-            attrs["failure"] = "TrainingDivergedError: loss became nan at step 3"
-            study.add_trial(optuna.trial.create_trial(state=optuna.trial.TrialState.FAIL, user_attrs=attrs))
-        else:
-            study.add_trial(optuna.trial.create_trial(values=[acc, lat], user_attrs=attrs,
-                                                      constraints={"latency_ms": lat - 1.0 if feasible else 0.5}))
-    return storage, "s1"
+
+def _records(tiny) -> list[TrialRecord]:
+    return [TrialRecord.from_trial(t) for t in open_study(study=STUDY, storage=tiny.url).get_trials()]
 
 
 def _export(args: list[str], capsys) -> tuple[int, dict]:
@@ -80,97 +52,151 @@ def _export(args: list[str], capsys) -> tuple[int, dict]:
 
 
 @pytest.mark.filterwarnings("ignore::DeprecationWarning")  # torch.jit.load: we test the format we ship
-def test_every_pareto_trial_exports_in_all_formats(study_db, tmp_path, capsys):
-    storage, name = study_db
-    rc, doc = _export(["--study", name, "--storage", storage, "--pareto", "--out", str(tmp_path)], capsys)
+def test_every_pareto_trial_of_a_real_search_exports_in_all_formats(tiny, tmp_path, capsys):
+    study = open_study(study=STUDY, storage=tiny.url)
+    front = sorted(pareto_records(study), key=lambda r: r.number)
+    rc, doc = _export(["--study", STUDY, "--storage", tiny.url, "--pareto", "--out", str(tmp_path)], capsys)
     assert rc == 0
     exports = doc["exports"]
-    assert [e["provenance"]["trial"] for e in exports] == [0, 1, 2]  # 3 dominated, 4 infeasible, 5 failed
-    for e, (cfg, acc, lat, _, _) in zip(exports, TRIALS):
+    assert front and [e["provenance"]["trial"] for e in exports] == [r.number for r in front]
+    sattrs = study.user_attrs
+    for e, rec in zip(exports, front):
         assert set(e["files"]) == {"json", "onnx", "torchscript", "pt"}
         assert all(Path(f).is_file() for f in e["files"].values())
         assert e["onnx_max_abs_diff"] <= 1e-4 and e["torchscript_max_abs_diff"] <= 1e-4
-        assert e["measured_latency_ms"] > 0 and e["predicted_latency_ms"] == lat
+        assert e["measured_latency_ms"] > 0 and e["predicted_latency_ms"] == rec.latency_ms
 
         # JSON: config + provenance; the Python one-liner builds it.
         found = json.loads(Path(e["files"]["json"]).read_text())
+        cfg = ArchConfig.from_dict(rec.config)
         assert ArchConfig.from_dict(found["config"]) == cfg
         prov = found["provenance"]
-        assert prov["accuracy"] == acc and prov["latency_ms"] == lat and prov["study"] == name
-        assert prov["space_hash"] == "ab" * 32 and prov["table"]["fingerprint"] == "cd" * 32
-        assert prov["num_classes"] == prov["search_num_classes"] == 10  # the study's head by default
-        assert prov["search_seed"] == 7 and prov["nas_version"] == nas.__version__ and prov["exported_at"]
+        assert prov["accuracy"] == rec.accuracy and prov["latency_ms"] == rec.latency_ms and prov["study"] == STUDY
+        assert prov["space_hash"] == sattrs["space_hash"]
+        assert prov["table"]["fingerprint"] == sattrs["table"]["fingerprint"]
+        num_classes = sattrs["num_classes"]
+        assert prov["num_classes"] == prov["search_num_classes"] == num_classes  # the study's head by default
+        assert prov["search_seed"] == 0 and prov["nas_version"] == nas.__version__ and prov["exported_at"]
         assert prov["onnx_check"]["opset"] == 13 and prov["onnx_check"]["measured"]["on"]["threads"] == 1
-        assert prov["params"] == sum(p.numel() for p in nas.build_model(e["files"]["json"], 10).parameters())
-        assert nas.build_model(e["files"]["json"]).config == cfg
-
-        # pt and TorchScript reproduce the same function (same seeded weights).
-        from nas.export.formats import load_checkpoint
-
-        model = load_checkpoint(e["files"]["pt"])
-        scripted = torch.jit.load(e["files"]["torchscript"])
-        x = torch.randn(3, 3, 32, 32)
-        with torch.no_grad():
-            assert torch.allclose(model(x), scripted(x), atol=1e-5)
-
-        # ONNX: dynamic batch, same outputs in a fresh onnxruntime session.
-        import onnxruntime as ort
-
-        sess = ort.InferenceSession(e["files"]["onnx"], providers=["CPUExecutionProvider"])
-        (y,) = sess.run(None, {"input": x.numpy()})
-        with torch.no_grad():
-            assert float(abs(y - model(x).numpy()).max()) <= 1e-4
+        assert prov["params"] == sum(p.numel() for p in nas.build_model(e["files"]["json"], num_classes).parameters())
+        _same_function(e["files"])
     assert not list(tmp_path.glob(".*.tmp")), "atomic writes leave no temp files"
 
 
-def test_best_under_picks_most_accurate_feasible(study_db, tmp_path, capsys):
-    storage, name = study_db
-    rc, doc = _export(["--study", name, "--storage", storage, "--best-under", "0.6ms", "--format", "json",
+def _same_function(files: dict[str, str]) -> None:
+    """pt, TorchScript and ONNX (dynamic batch, a fresh onnxruntime session) compute the same function."""
+    import onnxruntime as ort
+
+    from nas.export import load_checkpoint
+
+    model = load_checkpoint(files["pt"])
+    scripted = torch.jit.load(files["torchscript"])
+    x = torch.randn(3, 3, 32, 32)
+    with torch.no_grad():
+        assert torch.allclose(model(x), scripted(x), atol=1e-5)
+    sess = ort.InferenceSession(files["onnx"], providers=["CPUExecutionProvider"])
+    (y,) = sess.run(None, {"input": x.numpy()})
+    with torch.no_grad():
+        assert float(abs(y - model(x).numpy()).max()) <= 1e-4
+
+
+def test_search_to_export_in_python(tiny, tmp_path):
+    """The notebook path: the Pareto front of run_search's result, exported with export_candidate."""
+    from nas.search import run_search
+    from nas.space import load_space
+
+    space = load_space(tiny.root / "small.toml")
+    table = nas.load_table(tiny.root / "small.json", space=space)
+    res = run_search(space, budgets=[BUDGET], table=table, n_trials=4, study="py", out_dir=tmp_path / "run",
+                     proxy_settings=TINY_PROXY, presets="none", threads=1)
+    study = open_study(study="py", storage=res.storage)
+    assert res.n_trials == 4 and len(study.trials) == 4 and res.pareto
+    assert [r.number for r in res.pareto] == [r.number for r in pareto_records(study)]
+    for rec in res.pareto:
+        out = export_candidate(rec, study=study, out_dir=tmp_path, formats=["json", "onnx"], measure=False)
+        assert set(out.files) == {"json", "onnx"} and out.onnx_max_abs_diff <= 1e-4
+        assert nas.load_config(out.files["json"]) == ArchConfig.from_dict(rec.config)
+        assert Path(out.files["onnx"]).stat().st_size > 1000
+    with pytest.raises(UsageError) as e:
+        export_candidate(res.pareto[0], out_dir=tmp_path, formats="json")
+    assert e.value.field == "study"
+
+
+def test_best_under_picks_most_accurate_feasible(tiny, tmp_path, capsys):
+    ok = [r for r in _records(tiny) if r.state == "COMPLETE" and r.feasible]
+    limit = sorted(r.latency_ms for r in ok)[len(ok) // 2]
+    within = [r for r in ok if r.latency_ms <= limit]
+    best = min(within, key=lambda r: (-r.accuracy, r.latency_ms, r.number))
+    rc, doc = _export(["--study", STUDY, "--storage", tiny.url, "--best-under", f"{limit}ms", "--format", "json",
                        "--out", str(tmp_path)], capsys)
-    assert rc == 0 and [e["provenance"]["trial"] for e in doc["exports"]] == [1]
-    from nas.macs import count_macs
+    assert rc == 0 and [e["provenance"]["trial"] for e in doc["exports"]] == [best.number]
+    smallest = min(ok, key=lambda r: (r.macs, r.number))
+    only = [r for r in ok if r.macs <= smallest.macs]
+    best = min(only, key=lambda r: (-r.accuracy, r.macs, r.number))
+    rc, doc = _export(["--study", STUDY, "--storage", tiny.url, "--best-under", f"{smallest.macs}MACs",
+                       "--format", "json", "--out", str(tmp_path)], capsys)
+    assert rc == 0 and [e["provenance"]["trial"] for e in doc["exports"]] == [best.number]
 
-    limit = f"{count_macs(TRIALS[0][0]).macs + 1}MACs"  # only the smallest network fits
-    rc, doc = _export(["--study", name, "--storage", storage, "--best-under", limit, "--format", "json",
-                       "--out", str(tmp_path)], capsys)
-    assert rc == 0 and [e["provenance"]["trial"] for e in doc["exports"]] == [0]
 
-
-def test_single_trial_and_json_only(study_db, tmp_path, capsys):
-    storage, name = study_db
-    rc, doc = _export(["--study", name, "--storage", storage, "--trial", "3", "--format", "json",
+def test_single_trial_and_json_only(tiny, tmp_path, capsys):
+    front = {r.number for r in pareto_records(open_study(study=STUDY, storage=tiny.url))}
+    rec = next(r for r in _records(tiny) if r.state == "COMPLETE" and r.feasible and r.number not in front)
+    rc, doc = _export(["--study", STUDY, "--storage", tiny.url, "--trial", str(rec.number), "--format", "json",
                        "--out", str(tmp_path)], capsys)
     assert rc == 0
     (e,) = doc["exports"]
     assert list(e["files"]) == ["json"] and e["measured_latency_ms"] is None
-    assert Path(e["files"]["json"]).name == "s1-trial3.json"
+    assert Path(e["files"]["json"]).name == f"{STUDY}-trial{rec.number}.json"
 
 
-@pytest.mark.parametrize("args", [
-    ["--trial", "99"],  # no such trial
-    ["--trial", "5"],  # failed trial
-    ["--trial", "4"],  # infeasible trial
-    ["--trial", "0", "--format", "json,png"],  # unknown format
-    ["--best-under", "0.01ms"],  # nothing within the budget
-    ["--best-under", "5 parsecs"],  # not a budget
-    [],  # --study without a selector
+def _infeasible_trial(tiny) -> int:
+    return next(r.number for r in _records(tiny) if r.feasible is False)
+
+
+@pytest.mark.parametrize("args, field", [
+    (["--trial", "99"], "trial"),  # no such trial
+    (["--study", FAILED_STUDY, "--trial", "0"], "trial"),  # failed trial (its proxy training diverged)
+    (["--trial", "INFEASIBLE"], "trial"),  # over-budget trial
+    (["--trial", "0", "--format", "json,png"], "format"),  # unknown format
+    (["--best-under", "0.01ms"], "best_under"),  # nothing within the budget
+    (["--best-under", "5 parsecs"], None),  # not a budget
+    ([], None),  # --study without a selector
 ])
-def test_bad_study_exports_exit_2(study_db, tmp_path, capsys, args):
-    storage, name = study_db
-    rc = main(["export", "--study", name, "--storage", storage, *args, "--out", str(tmp_path / "o")])
+def test_bad_study_exports_exit_2(tiny, tmp_path, capsys, args, field):
+    args = [str(_infeasible_trial(tiny)) if a == "INFEASIBLE" else a for a in args]
+    study = [] if "--study" in args else ["--study", STUDY]
+    rc = main(["export", *study, "--storage", tiny.url, *args, "--out", str(tmp_path / "o")])
     err = capsys.readouterr().err
     assert rc == 2
     assert len(err.strip().splitlines()) == 1 and "Traceback" not in err
     assert not (tmp_path / "o").exists() or not any((tmp_path / "o").iterdir())
+    if field is not None and "--format" not in args:  # the same choice through the library names its field
+        name = FAILED_STUDY if FAILED_STUDY in args else STUDY
+        st = open_study(study=name, storage=tiny.url)
+        kw = ({"trial": int(args[args.index("--trial") + 1])} if "--trial" in args
+              else {"best_under": args[args.index("--best-under") + 1]})
+        with pytest.raises(NasError) as e:
+            candidates_from_study(st, **kw)
+        assert e.value.field == field
 
 
-def test_missing_study_or_storage_exit_2(study_db, tmp_path, capsys):
-    storage, _ = study_db
-    assert main(["export", "--study", "nope", "--storage", storage, "--pareto", "--out", str(tmp_path)]) == 2
-    assert main(["export", "--study", "s1", "--storage", f"sqlite:///{tmp_path}/none.db", "--pareto",
+def test_missing_study_or_storage_exit_2(tiny, tmp_path, capsys):
+    assert main(["export", "--study", "nope", "--storage", tiny.url, "--pareto", "--out", str(tmp_path)]) == 2
+    assert main(["export", "--study", STUDY, "--storage", f"sqlite:///{tmp_path}/none.db", "--pareto",
                  "--out", str(tmp_path)]) == 2
     assert not (tmp_path / "none.db").exists(), "a missing database is not created"
     capsys.readouterr()
+
+
+@pytest.mark.filterwarnings("ignore::DeprecationWarning")
+@pytest.mark.parametrize("cfg", [tiny_config(16, ratio=0.25, se=True, kernel=5), tiny_config(24, residual=True)],
+                         ids=["se-split0.25-k5", "residual"])
+def test_configs_outside_the_tiny_space_export_and_check(cfg, tmp_path):
+    """Variants the tiny search never proposes (SE with split 0.25 and 5x5 kernels, residual units)."""
+    out = export_candidate(cfg, out_dir=tmp_path, formats=FORMATS, num_classes=10, measure=False)
+    assert set(out.files) == set(FORMATS)
+    assert out.onnx_max_abs_diff <= 1e-4 and out.torchscript_max_abs_diff <= 1e-4
+    _same_function(out.files)
 
 
 def test_unwritable_out_exit_2(tmp_path, capsys):
@@ -184,14 +210,14 @@ def test_unwritable_out_exit_2(tmp_path, capsys):
 
 def test_export_config_file_and_preset(tmp_path, capsys):
     cfg_path = tmp_path / "found.json"
-    cfg_path.write_text(tiny(8).to_json())
+    cfg_path.write_text(tiny_config(8).to_json())
     rc, doc = _export([str(cfg_path), "--format", "json,pt", "--out", str(tmp_path / "o")], capsys)
     assert rc == 0
     (e,) = doc["exports"]
     assert e["provenance"]["source"] == str(cfg_path) and e["name"] == "found"
     # Re-exporting an exported file keeps its provenance and stays loadable.
     rc, doc = _export([e["files"]["json"], "--format", "json", "--out", str(tmp_path / "o2")], capsys)
-    assert rc == 0 and nas.load_config(doc["exports"][0]["files"]["json"]) == tiny(8)
+    assert rc == 0 and nas.load_config(doc["exports"][0]["files"]["json"]) == tiny_config(8)
     rc, doc = _export(["--preset", "0.5x", "--format", "json", "--out", str(tmp_path / "o3")], capsys)
     assert rc == 0 and doc["exports"][0]["provenance"]["preset"] == "shufflenetv2-0.5x"
     assert math.isclose(doc["exports"][0]["provenance"]["mflops"], 40.9, abs_tol=1.0)  # the paper's 41 MFLOPs
@@ -201,13 +227,15 @@ def test_export_config_file_and_preset(tmp_path, capsys):
 
 
 def test_library_errors_are_typed(tmp_path):
-    from nas.export.formats import candidate_from_config, export, parse_formats
+    from nas.export import candidate_from_config, export, parse_formats
 
-    with pytest.raises(ExportError):
+    with pytest.raises(ExportError) as e:
         parse_formats("json,gif")
+    assert e.value.field == "format"
     assert parse_formats("all") == ("json", "onnx", "torchscript", "pt")
-    with pytest.raises(ExportError):
-        export(candidate_from_config(tiny(8)), out_dir="/proc/nope", formats=["json"])
+    with pytest.raises(ExportError) as e:
+        export(candidate_from_config(tiny_config(8)), out_dir="/proc/nope", formats=["json"])
+    assert e.value.field == "out"
 
 
 def test_predicted_latency_from_a_table(tmp_path, capsys):
@@ -215,7 +243,7 @@ def test_predicted_latency_from_a_table(tmp_path, capsys):
     latency measured right after export."""
     from nas.backends import MeasureSettings, get_backend
     from nas.space import load_space
-    from nas.latency.table import build_table
+    from nas.latency.build import build_table
 
     (tmp_path / "s.toml").write_text(
         'name = "s"\nresolution = [32]\nstem_channels = [8]\nhead_channels = [32]\n'

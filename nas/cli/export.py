@@ -76,10 +76,7 @@ def _fmt(x: Any, spec: str) -> str:
     return "-" if x is None else format(x, spec)
 
 
-def cmd_export(args: argparse.Namespace) -> int:
-    from nas.export.formats import (ONNX_OPSET, candidate_from_config, candidates_from_study, ensure_writable_dir, export,
-                            parse_formats)
-
+def _check_args(args: argparse.Namespace) -> None:
     sources = [args.config is not None, args.preset is not None, args.study is not None]
     if sum(sources) != 1:
         raise UsageError("give exactly one source: CONFIG.json, --preset NAME or --study NAME")
@@ -90,11 +87,19 @@ def cmd_export(args: argparse.Namespace) -> int:
         raise UsageError("--study needs one of --trial N, --pareto, --best-under BUDGET")
     if (args.num_classes is not None and args.num_classes < 1) or args.in_channels < 1:
         raise UsageError("--num-classes and --in-channels must be positive")
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    from nas.cli.progress import bars
+    from nas.export.formats import (ONNX_OPSET, candidate_from_config, candidates_from_study, ensure_writable_dir,
+                                    export_candidate, parse_formats)
+
+    _check_args(args)
     formats = parse_formats(args.format)  # bad formats and an unwritable --out fail before any slow work
     out = Path(args.out) if args.out else (Path("runs") / args.study / "export" if args.study else Path("exported"))
     ensure_writable_dir(out)
     if args.study is not None:
-        from nas.search.run import open_study
+        from nas.search.storage import open_study
 
         st = open_study(study=args.study, storage=args.storage)
         candidates = candidates_from_study(st, trial=args.trial, pareto=args.pareto, best_under=args.best_under)
@@ -102,19 +107,27 @@ def cmd_export(args: argparse.Namespace) -> int:
         candidates = [candidate_from_config(args.config if args.config is not None else args.preset)]
 
     results = []
-    with _status(not args.json) as status:
-        for i, cand in enumerate(candidates, 1):
-            status(f"exporting {cand.name} ({i}/{len(candidates)}): {', '.join(formats)}")
-            num_classes = args.num_classes or int(cand.provenance.get("search_num_classes") or 1000)
-            results.append(export(cand, out_dir=out, formats=formats, num_classes=num_classes,
-                                  in_channels=args.in_channels, stem=args.stem, weights=args.weights,
-                                  opset=args.opset or ONNX_OPSET, measure=not args.no_measure, table=args.table,
-                                  seed=args.seed))
+    with bars(not args.json) as b:
+        for i, cand in enumerate(candidates):
+            if b is not None:
+                b.update("export", done=i, total=len(candidates), description="exporting",
+                         label=f"{cand.name}: {', '.join(formats)}")
+            results.append(export_candidate(cand, out_dir=out, formats=formats, num_classes=args.num_classes,
+                                            in_channels=args.in_channels, stem=args.stem, weights=args.weights,
+                                            opset=args.opset or ONNX_OPSET, measure=not args.no_measure,
+                                            table=args.table, seed=args.seed))
+        if b is not None:
+            b.update("export", done=len(candidates), total=len(candidates), description="exporting", label="done")
     if args.json:
         from nas.cli import print_json
 
         print_json({"out": str(out), "exports": [r.to_dict() for r in results]})
         return 0
+    _print_exports(results, out, formats)
+    return 0
+
+
+def _print_exports(results: list[Any], out: Path, formats: tuple[str, ...]) -> None:
     from rich.table import Table
 
     from nas.cli import console
@@ -128,18 +141,6 @@ def cmd_export(args: argparse.Namespace) -> int:
                   _fmt(r.predicted_latency_ms, ".3g"), _fmt(r.measured_latency_ms, ".3g"),
                   _fmt(r.onnx_max_abs_diff, ".0e"))
     console().print(t)
-    return 0
-
-
-@contextlib.contextmanager
-def _status(enabled: bool) -> Iterator[Any]:
-    if not enabled:
-        yield lambda _msg: None
-        return
-    from nas.cli import err_console
-
-    with err_console().status("exporting") as st:
-        yield st.update
 
 
 # ----------------------------------------------------------------------------------------- train
@@ -180,29 +181,26 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 @contextlib.contextmanager
 def _train_progress(enabled: bool) -> Iterator[Any]:
-    """Rich progress on stderr: one bar over all steps (ETA), the epoch and last validation accuracy."""
-    if not enabled:
-        yield None
-        return
-    from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn,
-                               TimeRemainingColumn)
+    """Progress on stderr: one bar over all steps (ETA) labelled with the epoch, a line per validated epoch."""
+    from nas.cli.progress import bars
 
-    from nas.cli import err_console
-
-    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                  TimeRemainingColumn(), console=err_console(), transient=False) as prog:
-        task: list[Any] = []
+    with bars(enabled) as b:
+        if b is None:
+            yield None
+            return
+        state: dict[str, Any] = {}
 
         def on_event(ev: dict[str, Any]) -> None:
             if ev["event"] == "start":
-                done = (ev["first_epoch"] - 1) * ev["steps_per_epoch"]
-                total = ev["epochs"] * ev["steps_per_epoch"]
-                how = f"resumed at epoch {ev['first_epoch']}" if ev["resumed"] else "training"
-                task.append(prog.add_task(how, total=total, completed=done))
-            elif ev["event"] == "step" and task:
-                prog.update(task[0], advance=1, description=f"epoch {ev['epoch']}")
-            elif ev["event"] == "epoch" and task:
-                prog.console.print(f"epoch {ev['epoch']}/{ev['epochs']}: loss {ev['loss']:.4f}, "
-                                   f"val accuracy {ev['val_accuracy']:.4f}, {ev['seconds']:.1f} s")
+                state.update(done=(ev["first_epoch"] - 1) * ev["steps_per_epoch"],
+                             total=ev["epochs"] * ev["steps_per_epoch"],
+                             how=f"resumed at epoch {ev['first_epoch']}" if ev["resumed"] else "training")
+                b.update("train", done=state["done"], total=state["total"], description=state["how"])
+            elif ev["event"] == "step" and state:
+                state["done"] += 1
+                b.update("train", done=state["done"], total=state["total"], description=f"epoch {ev['epoch']}")
+            elif ev["event"] == "epoch" and state:
+                b.print(f"epoch {ev['epoch']}/{ev['epochs']}: loss {ev['loss']:.4f}, "
+                        f"val accuracy {ev['val_accuracy']:.4f}, {ev['seconds']:.1f} s")
 
         yield on_event

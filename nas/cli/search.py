@@ -3,14 +3,20 @@
 from __future__ import annotations
 
 import argparse
-import json
 import os
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from nas.errors import UsageError
 
-__all__ = ["add_parsers", "QUICK_TRIALS", "QUICK_STEPS"]
+if TYPE_CHECKING:  # pragma: no cover
+    from rich.console import Console
+
+    from nas.cli.progress import Bars
+    from nas.search.report import SearchReport
+    from nas.search.results import SearchStatus
+
+__all__ = ["add_parsers", "print_report", "QUICK_TRIALS", "QUICK_STEPS"]
 
 DEFAULT_TRIALS = 60
 QUICK_TRIALS = 20  # --quick: trials of the demo (<= 10 min on the 2-core dev VM with the presets)
@@ -86,7 +92,7 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
 
 def _settings(args: argparse.Namespace, space: Any) -> Any:
     from nas.training.proxy import proxy_settings
-    from nas.search.run import SearchSettings
+    from nas.search.settings import SearchSettings
     from nas.units import parse_budget
 
     budgets = tuple(parse_budget(b) for b in args.budget)
@@ -108,61 +114,42 @@ def _settings(args: argparse.Namespace, space: Any) -> Any:
 
 
 def _load_table(args: argparse.Namespace, space: Any, settings: Any) -> Any:
-    from nas.latency.table import default_table_path, load_table
+    from nas.latency.table import resolve_table
 
-    if args.table:
-        return load_table(args.table, space=space)  # another space's table: TableMismatchError (exit 2)
+    # --table of another space: TableMismatchError (exit 2). Without --table, the shipped table applies to the
+    # default space only; a missing one is a one-line TableError when latency is needed. A custom space without
+    # --table: MAC/param budgets with --objective flops only.
     needs = settings.objective == "latency" or any(b.metric == "latency_ms" for b in settings.budgets)
-    if args.space is None and (needs or default_table_path().is_file()):
-        return load_table(None, space=space)  # the shipped table (a missing one is a one-line TableError)
-    return None  # a custom space without --table: MAC/param budgets with --objective flops only
+    return resolve_table(args.table, space=space, use_default=args.space is None, required=needs)
 
 
-def _write_json(path: Path, obj: Any) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(obj, indent=2, default=str) + "\n")
-    os.replace(tmp, path)
+def _on_status(bars: "Bars | None", *, title: str, cost_unit: str, is_acc: bool) -> "Any":
+    """A ``progress`` callback for :func:`nas.search.run.search`: one bar with ETA, the best trial so far, the
+    front size and the pruned/failed counts in its description (on stderr: stdout stays clean for --json)."""
 
-
-class _LiveView:
-    """Progress with ETA and the best trial so far, on stderr (stdout stays clean for --json)."""
-
-    def __init__(self, *, title: str, cost_unit: str, is_acc: bool) -> None:
-        from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn,
-                                   TimeRemainingColumn)
-
-        from nas.cli import err_console
-
-        self.progress = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-                                 TimeElapsedColumn(), TextColumn("eta"), TimeRemainingColumn(),
-                                 console=err_console(), transient=False)
-        self.task = None
-        self.title, self.cost_unit, self.is_acc = title, cost_unit, is_acc
-
-    def __enter__(self) -> "_LiveView":
-        self.progress.__enter__()
-        return self
-
-    def __exit__(self, *exc: Any) -> None:
-        self.progress.__exit__(*exc)
-
-    def __call__(self, st: Any) -> None:
+    def update(st: "SearchStatus") -> None:
+        if bars is None:
+            return
         if st.best_accuracy is None:
             best = "best: -"
         else:
-            a = f"{st.best_accuracy * 100:.1f}%" if self.is_acc else f"{st.best_accuracy:.1f}"
-            best = f"best {a} @ {st.best_cost:.2f} {self.cost_unit}"
+            a = f"{st.best_accuracy * 100:.1f}%" if is_acc else f"{st.best_accuracy:.1f}"
+            best = f"best {a} @ {st.best_cost:.2f} {cost_unit}"
         extra = f" | {st.message}" if st.message else ""
-        desc = (f"{self.title} | {best} | front {st.front} | pruned {st.pruned} failed {st.failed}"
+        desc = (f"{title} | {best} | front {st.front} | pruned {st.pruned} failed {st.failed}"
                 f"{' running ' + str(st.running) if st.running else ''}{extra}")
-        if self.task is None:
-            self.task = self.progress.add_task(desc, total=st.total, completed=st.done)
-        self.progress.update(self.task, description=desc, completed=min(st.done, st.total))
+        bars.update("search", done=min(st.done, st.total), total=st.total, description=desc)
+
+    return update
 
 
 def cmd_search(args: argparse.Namespace) -> int:
-    from nas.search.report import build_report, plot_report, print_report
-    from nas.search.run import open_study, search, study_name_for
+    from nas._io import atomic_write_json
+    from nas.cli.progress import bars
+    from nas.search.identity import study_name_for
+    from nas.search.report import build_report, plot_report
+    from nas.search.run import search
+    from nas.search.storage import open_study
     from nas.space import load_space
 
     if args.quick and (args.space or args.table):
@@ -176,17 +163,20 @@ def cmd_search(args: argparse.Namespace) -> int:
         out_dir.mkdir(parents=True, exist_ok=True)
     except OSError as e:
         raise UsageError(f"--out {out_dir}: cannot create the folder ({e.strerror})") from None
-    view = _LiveView(title=f"search {name}", cost_unit="ms" if settings.objective == "latency" else "MFLOPs",
-                     is_acc=settings.proxy == "train")
-    with view:
+    with bars() as b:
+        on_status = _on_status(b, title=f"search {name}", is_acc=settings.proxy == "train",
+                               cost_unit="ms" if settings.objective == "latency" else "MFLOPs")
         result = search(space, settings=settings, study=name, table=table, storage=args.storage, out_dir=out_dir,
-                        threads=args.threads, progress=view)
+                        threads=args.threads, progress=on_status)
     study = open_study(study=name, storage=result.storage)
     rep = build_report(study, storage=result.storage)
     plot_report(rep, out_dir)
     doc = rep.to_dict()
     doc["elapsed_s"] = round(result.elapsed_s, 1)
-    _write_json(out_dir / "report.json", doc)
+    try:
+        atomic_write_json(out_dir / "report.json", doc)
+    except OSError as e:
+        raise UsageError(f"--out {out_dir}: cannot write report.json ({e.strerror})") from None
     if args.json:
         from nas.cli import print_json
 
@@ -202,8 +192,8 @@ def cmd_search(args: argparse.Namespace) -> int:
 
 
 def cmd_report(args: argparse.Namespace) -> int:
-    from nas.search.report import build_report, plot_report, print_report
-    from nas.search.run import default_storage, open_study
+    from nas.search.report import build_report, plot_report
+    from nas.search.storage import default_storage, open_study
 
     out_dir = Path(args.out) if args.out else Path("runs") / args.study
     url = args.storage or default_storage(study=args.study, out_dir=args.out)
@@ -223,3 +213,50 @@ def cmd_report(args: argparse.Namespace) -> int:
 
         print_report(rep, console())
     return 0
+
+
+def _fmt(v: Any, spec: str, none: str = "-") -> str:
+    return none if v is None else format(v, spec)
+
+
+def print_report(rep: "SearchReport", console: "Console") -> None:
+    """Print the front and the presets as one rich table, then a one-line summary."""
+    from rich.table import Table
+
+    is_acc = rep.metric_names[0] == "accuracy"
+    t = Table(title=f"Pareto front of study {rep.study!r} under {', '.join(rep.budgets)} "
+                    f"(objective: {rep.objective})", title_justify="left")
+    has_lat = any(r.get("latency_ms") is not None for r in [*rep.pareto, *rep.presets])
+    cols = ["#", "trial", "MFLOPs", "Mparams", *(["ms"] if has_lat else []), "acc %" if is_acc else "score", "fits"]
+    for col in cols:
+        t.add_column(col, justify="right", no_wrap=True)
+    t.add_column("architecture", overflow="fold")
+
+    def lat(r: dict[str, Any]) -> list[str]:
+        if not has_lat:
+            return []
+        if r.get("latency_ms") is None:
+            return ["-"]
+        u = r.get("latency_uncertainty_ms")
+        return [f"{r['latency_ms']:.3g}" + (f"±{u:.2g}" if u is not None else "")]
+
+    def acc(r: dict[str, Any]) -> str:
+        v = r.get("accuracy") if is_acc else r.get("score")
+        return _fmt(v * 100 if (v is not None and is_acc) else v, ".1f" if is_acc else ".2f")
+
+    for i, r in enumerate(rep.pareto, 1):
+        t.add_row(str(i), str(r["trial"]), _fmt(r.get("mflops"), ".1f"), _fmt((r.get("params") or 0) / 1e6, ".2f"),
+                  *lat(r), acc(r), "[green]yes[/]", r.get("config_string") or "")
+    if rep.presets:
+        t.add_section()
+        for p in rep.presets:
+            beaten = p.get("beaten_by") or []
+            note = p["name"] + (f" (beaten by trial {', '.join(map(str, beaten[:3]))})" if beaten else "")
+            t.add_row("", "preset", _fmt(p.get("mflops"), ".1f"), _fmt((p.get("params") or 0) / 1e6, ".2f"),
+                      *lat(p), acc(p), "[green]yes[/]" if p.get("feasible") else "[red]no[/]", note)
+    console.print(t)
+    c = rep.counts
+    console.print(f"{c.get('total', 0)} trials: {c['complete']} complete, {c['infeasible']} over budget (not "
+                  f"trained), {c['pruned']} pruned, {c['failed']} failed"
+                  + (f", {c['running']} running" if c.get("running") else "")
+                  + (f"; plots: {', '.join(rep.plots)}" if rep.plots else ""))

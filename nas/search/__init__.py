@@ -1,1 +1,49 @@
-"""The multi-objective search: an Optuna study over a space under hard budgets."""
+"""The multi-objective search: an Optuna study over a space under hard budgets.
+
+Modules: ``settings`` (SearchSettings), ``storage`` (URLs, open_study, the claim lock), ``budgets`` (figures and
+feasibility), ``sampler`` (the budget guard), ``identity`` (what a study records; resume checks), ``liveness``
+and ``workers`` (the worker loop), ``presets`` (the reference networks), ``run`` (``run_search``), ``results``
+(the typed trial record) and ``report`` (front, plots, hypervolume).
+
+Names are re-exported lazily: ``import nas.search`` imports neither optuna nor torch.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+_EXPORTS = {
+    "run_search": "nas.search.run",
+    "search": "nas.search.run",
+    "SearchSettings": "nas.search.settings",
+    "SearchResult": "nas.search.results",
+    "SearchStatus": "nas.search.results",
+    "TrialRecord": "nas.search.results",
+    "pareto_records": "nas.search.results",
+    "open_study": "nas.search.storage",
+    "default_storage": "nas.search.storage",
+    "check_budgets": "nas.search.budgets",
+    "BudgetGuardSampler": "nas.search.sampler",
+    "study_name_for": "nas.search.identity",
+    "evaluate_config": "nas.search.presets",
+    "score_presets": "nas.search.presets",
+    "SearchReport": "nas.search.report",
+    "build_report": "nas.search.report",
+    "plot_report": "nas.search.report",
+    "hypervolume_2d": "nas.search.report",
+    "pareto_points": "nas.search.report",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    mod = _EXPORTS.get(name)
+    if mod is None:
+        raise AttributeError(f"module 'nas.search' has no attribute {name!r}")
+    return getattr(importlib.import_module(mod), name)
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_EXPORTS))
