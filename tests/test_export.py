@@ -30,7 +30,8 @@ def _one_thread():
     torch.set_num_threads(old)
 
 
-def tiny_config(width: int, *, ratio: float = 0.5, se: bool = False, kernel: int = 3, residual: bool = False) -> ArchConfig:
+def tiny_config(width: int, *, ratio: float = 0.5, se: bool = False, kernel: int = 3,
+                residual: bool = False) -> ArchConfig:
     return ArchConfig(stages=(StageConfig(1, width), StageConfig(2, 2 * width, ratio, se, kernel),
                               StageConfig(1, 4 * width)), stem_channels=8, head_channels=64, resolution=32,
                       residual=residual)

@@ -85,6 +85,12 @@ def check_budgets(space: "SearchSpace", budgets: Sequence[Budget], table: "Laten
                   objective: str = "latency") -> None:
     """Refuse budgets no network of the space meets, and latency budgets or objectives without a table.
 
+    Args:
+        space: the search space.
+        budgets: the hard budgets.
+        table: the space's latency table, or None.
+        objective: ``"latency"`` or ``"flops"``.
+
     Raises:
         BudgetError: the space's smallest network already breaks a budget (the message gives its figure).
         UsageError: latency asked for without a table.

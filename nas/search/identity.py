@@ -91,7 +91,16 @@ def check_same(name: str, stored: dict[str, Any], now: dict[str, Any]) -> None:
 
 
 def study_name_for(space: "SearchSpace", settings: SearchSettings, *, quick: bool = False) -> str:
-    """The default study name: the same command gives the same name (so re-running resumes it)."""
+    """The default study name: the same command gives the same name (so re-running resumes it).
+
+    Args:
+        space: the search space.
+        settings: its budgets, objective and proxy name the study.
+        quick: ``nas search --quick``'s demo study (suffix ``-quick``).
+
+    Returns:
+        ``<space>-<budgets>-<objective>[-<proxy>][-quick]``, with characters other than ``A-Za-z0-9._-`` as ``_``.
+    """
     parts = [space.name, *[b.text for b in settings.budgets], settings.objective]
     if settings.proxy != "train":
         parts.append(settings.proxy)

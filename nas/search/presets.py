@@ -78,8 +78,19 @@ def score_presets(study: "optuna.Study", *, space: "SearchSpace", table: "Latenc
     """Score the paper's ShuffleNetV2 presets like the trials, cached in the study (attribute ``presets``).
 
     A preset is trained once per study (a resumed or joined run reuses the stored score); which presets are
-    trained follows ``settings.presets``. Returns one dict per preset (see :func:`evaluate_config`) plus
-    ``name``.
+    trained follows ``settings.presets``.
+
+    Args:
+        study: the study (its ``presets`` attribute is the cache, updated after each preset).
+        space, table, settings: as for :func:`nas.search.run_search`.
+        threads: torch threads while training (default: leave torch's setting).
+        progress: called with a line before each preset is trained.
+
+    Returns:
+        One dict per preset (see :func:`evaluate_config`) plus ``name``.
+
+    Raises:
+        DataError: the data cannot be loaded.
     """
     import torch
 

@@ -149,6 +149,8 @@ _PLOTS = (("latency_ms", "predicted latency (ms)", "accuracy_vs_latency.png", "l
           ("mflops", "MFLOPs (mult-adds, millions)", "accuracy_vs_macs.png", "macs", 1e6))
 LOG_X_RATIO = 8  # presets far beyond the budget (x range over 8x): log x axis keeps the front readable
 PLOT_SIZE_IN, PLOT_DPI = (7.5, 5), 110
+OVER_BUDGET_Y = 0.02  # over-budget trials sit 2 % above the bottom edge (axes fraction): visible, not in the way
+SAME_X_REL = 0.02  # untrained presets within 2 % on x share one dotted line and one label (2.0x and 2.0x-se)
 
 
 def plot_report(rep: SearchReport, out_dir: "str | Path") -> list[Path]:
@@ -205,7 +207,7 @@ def _draw(ax: Any, rep: SearchReport, pts: list[dict[str, Any]], *, key: str, yn
     bad = [r for r in pts if r.get("feasible") is False]
     ax.scatter([r[key] for r in ok], [r[yname] * scale for r in ok], s=14, c="#9aa5b1", label="trials")
     if bad:  # never trained: no accuracy; marked along the bottom edge so they do not stretch the y axis
-        ax.scatter([r[key] for r in bad], [0.02] * len(bad), s=14, marker="x", c="#e03131",
+        ax.scatter([r[key] for r in bad], [OVER_BUDGET_Y] * len(bad), s=14, marker="x", c="#e03131",
                    transform=ax.get_xaxis_transform(), label="over budget (not trained)")
     front = sorted((r for r in rep.pareto if r.get(key) is not None), key=lambda r: r[key])
     if front:
@@ -233,7 +235,7 @@ def _draw_presets(ax: Any, rep: SearchReport, *, key: str, yname: str, scale: fl
             continue
         short = p["name"].removeprefix("shufflenetv2-")
         if p.get(yname) is None:  # no proxy score (not trained): mark where it sits on the x axis only
-            x = next((u for u in untrained if abs(u - p[key]) <= 0.02 * u), p[key])
+            x = next((u for u in untrained if abs(u - p[key]) <= SAME_X_REL * u), p[key])
             untrained.setdefault(x, []).append(short)
             continue
         ax.scatter([p[key]], [p[yname] * scale], marker="*", s=140, c="black" if p.get("feasible") else "#777777",

@@ -28,7 +28,7 @@ from nas.errors import UsageError
 from nas.search.budgets import check_budgets
 from nas.search.identity import create_or_load, study_attrs, study_name_for
 from nas.search.presets import score_presets
-from nas.search.results import Progress, SearchResult, SearchStatus, pareto_records
+from nas.search.results import Progress, SearchResult, SearchStatus, TrialRecord, pareto_records
 from nas.search.settings import SearchSettings
 from nas.search.storage import default_storage, open_study
 from nas.search.workers import Job, Worker, worker_main
@@ -177,7 +177,8 @@ def _status(study: "optuna.Study", total: int, phase: str = "search", message: s
     by = {s: 0 for s in TrialState}
     for t in trials:
         by[t.state] += 1
-    infeasible = sum(1 for t in trials if t.state == TrialState.COMPLETE and t.user_attrs.get("feasible") is False)
+    infeasible = sum(1 for t in trials
+                     if t.state == TrialState.COMPLETE and TrialRecord.from_trial(t).feasible is False)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         front = study.best_trials

@@ -39,6 +39,13 @@ def default_storage(*, study: str, out_dir: "str | Path | None" = None) -> str:
     """The default storage URL of a study: SQLite ``<out_dir>/study.db``, ``out_dir`` = ``runs/<study>``.
 
     The search, its report and the export all resolve a missing storage through this.
+
+    Args:
+        study: the study name.
+        out_dir: the results folder (default ``runs/<study>``, relative to the working directory).
+
+    Returns:
+        An absolute ``sqlite:///`` URL (the file need not exist yet).
     """
     d = Path(out_dir) if out_dir is not None else Path("runs") / study
     return f"sqlite:///{d.absolute() / 'study.db'}"
