@@ -169,7 +169,7 @@ def main() -> int:
 
     import nas
     from nas.backends import MeasureSettings, get_backend
-    from nas.export.formats import ONNX_OPSET, export_onnx_bytes
+    from nas.export.checks import ONNX_OPSET, export_onnx_bytes
 
     torch.manual_seed(0)
     ours = nas.build_model("shufflenetv2-1.0x").eval()
