@@ -1,4 +1,5 @@
-"""CLI: ``nas build-latency-table``, ``nas predict``, ``nas validate-table``."""
+"""CLI: ``nas build-latency-table`` (and ``--transfer-from``), ``nas predict``, ``nas validate-table``, and the
+identity check on use that every command predicting with a table calls (:func:`check_table_use`)."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ from typing import Any, Iterator
 
 from nas.errors import UsageError
 
-__all__ = ["add_parsers"]
+__all__ = ["add_parsers", "check_table_use"]
 
 
 def add_parsers(sub: argparse._SubParsersAction) -> None:
@@ -46,6 +47,13 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     b.add_argument("--token", default=None, help="the board agent's shared token")
     b.add_argument("--token-file", default=None,
                    help="file holding the board agent's token (default: $NAS_AGENT_TOKEN, else ~/.config/nas/agent_token)")
+    b.add_argument("--transfer-from", default=None, metavar="TABLE",
+                   help="transfer TABLE (built on another machine) to this one in minutes instead of a full build: "
+                        "time the reference probe and a few whole networks here, fit a correction, write a new table")
+    b.add_argument("--transfer-nets", dest="n_networks", type=int, default=None,
+                   help="with --transfer-from: at most N networks timed (default 40, cut by --time-budget)")
+    b.add_argument("--time-budget", dest="budget_s", type=float, default=None,
+                   help="with --transfer-from: seconds the whole transfer may take (default 160)")
     b.add_argument("--json", action="store_true", help="print one JSON summary on stdout")
     b.set_defaults(func=cmd_build)
 
@@ -55,6 +63,8 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--measure-missing", action="store_true",
                    help="measure blocks the table lacks on this machine (the table's device, threads and batch) "
                         "and add them to the table (a lazy table)")
+    p.add_argument("--strict", action="store_true",
+                   help="refuse a table built on another machine (default: a one-line warning on stderr)")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.set_defaults(func=cmd_predict)
 
@@ -71,6 +81,8 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     v.add_argument("--token", default=None, help="the board agent's shared token")
     v.add_argument("--token-file", default=None,
                    help="file holding the board agent's token (default: $NAS_AGENT_TOKEN, else ~/.config/nas/agent_token)")
+    v.add_argument("--strict", action="store_true",
+                   help="refuse a table built on another machine (default: warn, validate it here, do not save)")
     v.add_argument("--json", action="store_true", help="print one JSON object")
     v.set_defaults(func=cmd_validate)
 
@@ -100,11 +112,48 @@ def _token(args: argparse.Namespace) -> str | None:
     return read_token(token=args.token, token_file=args.token_file)
 
 
+def _side(ident: dict[str, Any]) -> str:
+    """One machine of a mismatch warning: CPU (or GPU) model, arch, cores, runtime, threads."""
+    hw = ident.get("gpu_model") or ident.get("cpu_model", "?")
+    return (f"{hw} ({ident.get('arch', '?')}, {ident.get('cpu_count', '?')} cores, {ident.get('runtime', '?')} "
+            f"{ident.get('runtime_version', '?')}, threads {ident.get('threads', '?')})")
+
+
+def check_table_use(table: Any, *, strict: bool = False) -> list[str]:
+    """The identity check on use of a latency table, for every command that predicts with one.
+
+    Returns the mismatch list (put it in ``--json`` output as ``table_mismatch``); a mismatch is one warning
+    line on stderr naming both machines and the fix. With ``strict`` it raises instead (TableMismatchError,
+    field ``table``: exit 2).
+    """
+    import sys
+
+    from nas.latency.identity_check import check_table_identity, here_identity, is_local_table
+
+    if not is_local_table(table):
+        return []
+    here = here_identity(table)
+    diff = check_table_identity(table, strict=strict, here=here)
+    if diff:
+        dev = table.device
+        keys = ", ".join(d.split(" ", 1)[0] for d in diff)
+        sys.stderr.write(f"nas: warning: latency table {table.path} was built on {_side(table.identity)}, this "
+                         f"machine is {_side(here)} (differs in {keys}); its latencies may be far off here: build a "
+                         f"table here (nas build-latency-table --device {dev}) or transfer this one (nas "
+                         f"build-latency-table --device {dev} --transfer-from {table.path})\n")
+        sys.stderr.flush()
+    return diff
+
+
 def cmd_build(args: argparse.Namespace) -> int:
     from nas.backends import get_backend
     from nas.space import load_space
     from nas.latency import build_table, default_table_name
 
+    if args.transfer_from:
+        return _cmd_transfer(args)
+    if args.n_networks is not None or args.budget_s is not None:
+        raise UsageError("--transfer-nets and --time-budget go with --transfer-from TABLE")
     space = load_space(args.space)
     batch = args.batch if args.batch is not None else (8 if args.device == "gpu" else 1)
     if args.limit is not None and args.limit < 0:
@@ -166,6 +215,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
     from nas.latency import load_table, predict
 
     table = load_table(args.table)
+    mismatch = check_table_use(table, strict=args.strict)
     config = load_config(args.config)
     if not Path(args.config).exists():  # a preset name: evaluate it at the table's resolution
         config = config.with_resolution(table.resolution)
@@ -180,7 +230,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
     out = {"config": config.to_string(), "latency_ms": round(p.latency_ms, 4),
            "uncertainty_ms": round(p.uncertainty_ms, 4), "mflops": round(mc.macs / 1e6, 2), "params": mc.params,
            "blocks": p.blocks, "flagged_blocks": p.flagged_blocks, "table": str(table.path),
-           "device": table.describe()}
+           "device": table.describe(), "table_mismatch": mismatch}
     if args.json:
         from nas.cli import print_json
 
@@ -205,6 +255,7 @@ def cmd_validate(args: argparse.Namespace) -> int:
         space = load_space(args.space)
     if args.samples < 2:
         raise UsageError(f"samples {args.samples}: need at least 2 networks to rank", field="samples")
+    mismatch = check_table_use(table, strict=args.strict)
     if args.rescale:
         table.set_rescale(args.rescale)
     ident = table.identity
@@ -215,7 +266,7 @@ def cmd_validate(args: argparse.Namespace) -> int:
                           token=_token(args), runtime=None if args.remote else runtime)
     with _progress() as progress:
         fig = validate_table(table, backend, samples=args.samples, seed=args.seed, space=space, progress=progress,
-                             save=not args.no_save)
+                             save=not args.no_save, allow_mismatch=bool(mismatch))
     if args.plot:
         plot_validation(fig, Path(args.plot), title=table.describe())
     if args.json:
@@ -237,4 +288,55 @@ def cmd_validate(args: argparse.Namespace) -> int:
                 f"{m['within_10_pct']:.0f} %, τ {m['kendall_tau']:.3f}, MACs τ {m['kendall_tau_macs']:.3f}")
     if args.plot:
         c.print(f"  plot: {args.plot}")
+    return 0
+
+
+def _cmd_transfer(args: argparse.Namespace) -> int:
+    """``build-latency-table --transfer-from TABLE``: the source's entries corrected by networks timed here."""
+    from nas.backends import get_backend
+    from nas.latency import default_table_name, load_table
+    from nas.latency.transfer import TRANSFER_BUDGET_S, TRANSFER_NETS, transfer_table
+
+    if args.space or args.limit is not None or args.resume:
+        raise UsageError("--transfer-from takes the space from the source table and writes a new table in one go; "
+                         "drop --space, --limit and --resume")
+    source = load_table(args.transfer_from)
+    backend = get_backend(args.device, threads=source.threads, batch=source.batch, remote=args.remote,
+                          token=_token(args), runtime=args.runtime)
+    if args.out:
+        out = Path(args.out)
+    else:
+        name = default_table_name(space_name=str(source.space.get("name", "space")), device=args.device,
+                                  threads=source.threads, batch=source.batch, resolution=source.resolution,
+                                  arch=backend.identity().get("arch"))
+        out = name.with_name(f"{name.stem}_transfer.json")
+    with _progress() as progress:
+        table = transfer_table(source, backend, out=out, overwrite=args.overwrite, progress=progress,
+                               n_networks=args.n_networks if args.n_networks is not None else TRANSFER_NETS,
+                               budget_s=args.budget_s if args.budget_s is not None else TRANSFER_BUDGET_S)
+    tr = table.transfer or {}
+    summary = {"table": str(out), "device": table.describe(), "source": str(args.transfer_from),
+               "source_device": source.describe(), "networks": tr.get("networks"), "seconds": tr.get("seconds"),
+               "model": tr.get("model"), "loo_mape_pct": tr.get("loo_mape_pct"),
+               "loo_within_5_pct": tr.get("loo_within_5_pct"),
+               "models": {m: {"loo_mape_pct": f["loo_mape_pct"], "loo_within_5_pct": f["loo_within_5_pct"],
+                              "free": f["free"]} for m, f in (tr.get("models") or {}).items()}}
+    if args.json:
+        from nas.cli import print_json
+
+        print_json(summary)
+        return 0
+    from nas.cli import console
+
+    c = console()
+    c.print(f"[bold]{out}[/]  transferred from {args.transfer_from} in {tr.get('seconds', 0):.0f} s "
+            f"({tr.get('networks')} networks timed here)")
+    c.print(f"  {table.describe()}  (source: {source.describe()})")
+    if tr.get("loo_mape_pct") is not None:
+        c.print(f"  correction: {tr['model']}, leave-one-out error {tr['loo_mape_pct']:.2f} %, "
+                f"{tr['loo_within_5_pct']:.0f} % of the timed networks within ±5 %")
+        for m, f in summary["models"].items():
+            c.print(f"    {m:<10} {f['free']} parameter(s): leave-one-out {f['loo_mape_pct']:.2f} %, "
+                    f"±5 %: {f['loo_within_5_pct']:.0f} %")
+    c.print(f"  compare with a full build: nas validate-table {out}")
     return 0

@@ -33,6 +33,7 @@ from nas.latency.cold import cold_copies, measure_cold
 from nas.latency.defaults import (BLOCK_SETTINGS, CALIBRATION_SEED, COLD_SETTINGS, NETWORK_SETTINGS,
                                   VERIFY_TOLERANCE)
 from nas.latency.measure import measure_entry, measure_network
+from nas.latency.paths import portable_source
 from nas.latency.probe import PROBE_ID, PROBE_SHAPE, PROBE_WINDOW_S, RESCALE_MODES, portable_probe
 from nas.latency.rounding import sig
 from nas.latency.table import LatencyTable, load_table
@@ -83,7 +84,7 @@ def _new_table(space: "SearchSpace", identity: dict[str, Any], *, out: Path | No
                rescale: str) -> LatencyTable:
     return LatencyTable(identity=identity, resolution=resolution, num_classes=num_classes, settings=settings,
                         network_settings=network_settings,
-                        space={"name": space.name, "hash": space.hash, "source": space.source,
+                        space={"name": space.name, "hash": space.hash, "source": portable_source(space.source),
                                "document": space.to_dict()},
                         probe={"id": PROBE_ID, "input_shape": list(PROBE_SHAPE), "ref_ms": None,
                                "rescale": rescale, "window_s": PROBE_WINDOW_S, "samples": []},

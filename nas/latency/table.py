@@ -29,6 +29,7 @@ from nas.errors import MissingEntriesError, TableError, TableMismatchError, Usag
 from nas.latency.calibrate import fit_calibration
 from nas.latency.cold import weight_bytes
 from nas.latency.entry import Entry
+from nas.latency.paths import portable_source
 from nas.latency.defaults import BLOCK_SETTINGS, NETWORK_SETTINGS, default_table_path
 from nas.latency.probe import PROBE_WINDOW_S, RESCALE_MODES, Timeline, rescaled
 
@@ -66,6 +67,8 @@ class LatencyTable:
         calibration: the fitted sum-to-network model and the networks it was fitted on (None until complete).
         validation: figures of the last :func:`nas.latency.validate_table` (None until run).
         entries: by :attr:`BlockKey.id`.
+        transfer: for a table transferred from another machine (:func:`nas.latency.transfer.transfer_table`),
+            the source's provenance and the transfer's figures; None for a built table (and then not written).
     """
 
     identity: dict[str, Any]
@@ -82,6 +85,7 @@ class LatencyTable:
     created: str = ""
     build_seconds: float = 0.0
     path: Path | None = None
+    transfer: dict[str, Any] | None = None
     _ms: dict[str, float] = field(default_factory=dict, repr=False)
     _var: dict[str, float] = field(default_factory=dict, repr=False)
     _cold: dict[str, float] = field(default_factory=dict, repr=False)  # cold-weights ms (= ms where not measured)
@@ -232,7 +236,8 @@ class LatencyTable:
             "created": self.created,
             "method": METHOD,
             "identity": self.identity,
-            "space": self.space,
+            "space": {**self.space, "source": portable_source(str(self.space.get("source", "")))}
+            if "source" in self.space else self.space,
             "resolution": self.resolution,
             "num_classes": self.num_classes,
             "threads": self.threads,
@@ -246,6 +251,7 @@ class LatencyTable:
             "probe": self.probe,
             "calibration": self.calibration,
             "validation": self.validation,
+            **({"transfer": self.transfer} if self.transfer is not None else {}),
         }
         if entries:
             d["entries"] = {k: e.to_dict() for k, e in self.entries.items()}
@@ -306,15 +312,13 @@ class LatencyTable:
                     validation=d.get("validation"),
                     entries={k: Entry.from_dict(v) for k, v in d["entries"].items()},
                     expected_entries=int(d.get("expected_entries", 0)), created=str(d.get("created", "")),
-                    build_seconds=float(d.get("build_seconds", 0.0)), path=path)
+                    build_seconds=float(d.get("build_seconds", 0.0)), path=path, transfer=d.get("transfer"))
         except (KeyError, TypeError, ValueError, AttributeError) as e:
             raise TableError(f"{where}: malformed latency table ({type(e).__name__}: {e}); rebuild it",
                              field="table") from None
         t.probe.setdefault("samples", [])
         t.refresh()
         return t
-
-
 
 
 def _dumps(d: dict[str, Any]) -> str:
@@ -336,7 +340,6 @@ def _dumps(d: dict[str, Any]) -> str:
         return inline(v)
 
     return dump(d, 0) + "\n"
-
 
 
 def load_table(path: "str | Path | None" = None, *, space: "SearchSpace | None" = None) -> LatencyTable:

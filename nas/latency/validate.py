@@ -24,7 +24,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from nas.backends.base import Backend
     from nas.space import SearchSpace
 
-__all__ = ["kendall_tau", "validate_table", "plot_validation"]
+__all__ = ["kendall_tau", "error_figures", "validate_table", "plot_validation"]
 
 WITHIN_PCT = (5, 10)  # the acceptance bands of the figures: within +-5 % and +-10 % of the measured time
 VALIDATION_NOTE = ("headline figures use the table's rescale mode: measurements and entries on the build's reference "
@@ -69,10 +69,25 @@ def _error_figures(pred: Sequence[float], meas: Sequence[float]) -> dict[str, fl
             "kendall_tau": round(kendall_tau(pred, meas), 4)}
 
 
-def _checked_space(table: LatencyTable, backend: "Backend", space: "SearchSpace | None") -> "SearchSpace":
-    """The table's space, once the backend, the space and the probe are known to be the table's."""
+def error_figures(pred: Sequence[float], meas: Sequence[float]) -> dict[str, float]:
+    """MAPE, share within +-5 % and +-10 %, max error, bias and Kendall tau of predictions against measurements.
+
+    Args:
+        pred: predicted times (ms).
+        meas: measured times (ms, on the same reference speed), one per prediction.
+
+    Returns:
+        ``{"mape_pct", "within_5_pct", "within_10_pct", "max_abs_error_pct", "bias_pct", "kendall_tau"}``.
+    """
+    return _error_figures(pred, meas)
+
+
+def _checked_space(table: LatencyTable, backend: "Backend", space: "SearchSpace | None", *,
+                   allow_mismatch: bool = False) -> tuple["SearchSpace", list[str]]:
+    """The table's space and the backend's identity differences, once the backend (unless
+    ``allow_mismatch``), the space and the probe are known to be the table's."""
     diff = identity_diff(table.identity, backend.identity())
-    if diff:
+    if diff and not allow_mismatch:
         raise TableMismatchError(f"{table.path or 'table'}: measured on another setup ({'; '.join(diff)}); validate it "
                                  "where it was built, with the same threads and batch", field="backend")
     space = space or table.space_object()
@@ -82,7 +97,7 @@ def _checked_space(table: LatencyTable, backend: "Backend", space: "SearchSpace 
         raise MissingEntriesError(f"{table.path or 'table'}: {len(missing)} entries missing (e.g. {missing[0]}); "
                                   "finish it (build_table with resume=True)", missing)
     check_probe(table)
-    return space
+    return space, diff
 
 
 def _time_networks(table: LatencyTable, backend: "Backend", configs: list[ArchConfig],
@@ -125,7 +140,7 @@ def _mode_figures(table: LatencyTable, configs: list[ArchConfig], rows: list[dic
 
 def validate_table(table: LatencyTable, backend: "Backend", *, samples: int = 50, seed: int = 0,
                    space: "SearchSpace | None" = None, progress: Progress | None = None,
-                   save: bool = True) -> dict[str, Any]:
+                   save: bool = True, allow_mismatch: bool = False) -> dict[str, Any]:
     """Draw ``samples`` configs from the table's space, time each end to end on ``backend`` and compare.
 
     Every network is timed in interleaved rounds with the reference probe, and its time is put on the
@@ -141,22 +156,26 @@ def validate_table(table: LatencyTable, backend: "Backend", *, samples: int = 50
         seed: seed of the draws.
         space: the table's space (default: rebuilt from the document stored in the table).
         progress: ``progress("validation", done, total, label)``.
-        save: store the figures in the table's ``validation`` field and save it (if it has a path).
+        save: store the figures in the table's ``validation`` field and save it (if it has a path); never
+            done for a backend of another identity (the figures describe that machine, not the table's).
+        allow_mismatch: validate on a backend whose identity differs from the table's (how far off the table
+            is on this machine); the differences are returned as ``table_mismatch``.
 
     Returns:
         ``{"samples", "seed", "rescale", "mape_pct", "within_5_pct", "within_10_pct", "kendall_tau",
         "kendall_tau_macs", "max_abs_error_pct", "bias_pct", "drift_pct", "build_drift_pct", "modes": {...},
-        "nets": [...]}``.
+        "nets": [...], "table_mismatch": [...]}`` (``table_mismatch`` empty on the table's own machine).
 
     Raises:
-        TableMismatchError: the backend (``field="backend"``) or space (``field="space"``) differs from the
+        TableMismatchError: the backend (``field="backend"``, unless ``allow_mismatch``) or space
+            (``field="space"``) differs from the
             table's, or the table was measured with an older probe.
         MissingEntriesError: the table is incomplete.
         UsageError: ``samples`` < 2 (``field="samples"``).
     """
     if samples < 2:
         raise UsageError(f"samples {samples}: need at least 2 networks to rank", field="samples")
-    space = _checked_space(table, backend, space)
+    space, mismatch = _checked_space(table, backend, space, allow_mismatch=allow_mismatch)
     rng = random.Random(seed)
     configs = [space.sample(rng, fixed={"resolution": table.resolution}) for _ in range(samples)]
     rows = _time_networks(table, backend, configs, progress)
@@ -173,8 +192,9 @@ def validate_table(table: LatencyTable, backend: "Backend", *, samples: int = 50
         "modes": modes,
         "note": VALIDATION_NOTE,
         "nets": rows,
+        "table_mismatch": mismatch,
     }
-    if save:
+    if save and not mismatch:
         table.validation = figures
         if table.path is not None:
             table.save()
