@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import random
 from pathlib import Path
 
@@ -119,26 +118,19 @@ def cmd_flops(args: argparse.Namespace) -> int:
 
 
 def cmd_sample(args: argparse.Namespace) -> int:
+    from nas._io import atomic_write_text, ensure_writable_dir
     from nas.space import load_space
 
     if args.n < 1:
         raise UsageError(f"--n {args.n}: must be at least 1")
     space = load_space(args.space)
-    out = Path(args.out)
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-    except OSError as e:
-        raise UsageError(f"--out {out}: cannot create directory ({e.strerror})") from None
-    if not os.access(out, os.W_OK):
-        raise UsageError(f"--out {out}: directory is not writable")
+    out = ensure_writable_dir(args.out, field="out")
     rng = random.Random(args.seed)
     written = []
     for i in range(args.n):
         cfg = space.sample(rng)
         path = out / f"sample_{i:04d}_{cfg.hash()[:8]}.json"
-        tmp = path.with_suffix(".json.tmp")
-        tmp.write_text(cfg.to_json() + "\n")
-        os.replace(tmp, path)
+        atomic_write_text(path, cfg.to_json() + "\n")
         written.append(str(path))
     if args.json:
         from nas.cli import print_json
