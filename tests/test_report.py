@@ -48,6 +48,20 @@ def test_front_counts_and_presets(tiny):
     for row in doc["pareto"]:
         assert {"trial", "config", "mflops", "params", "latency_ms", "accuracy"} <= set(row)
         assert isinstance(row["config"], dict) and row["config"]["stages"]
+        # every figure carries its uncertainty (binomial, 128 validation images) and its fidelity
+        p = row["accuracy"]
+        assert row["accuracy_se"] == pytest.approx((p * (1 - p) / 128) ** 0.5)
+        assert row["fidelity"] == {"rung": 0, "steps": 4, "eval_images": 128}
+    assert doc["fidelity"] == {"mode": "single"} and "sqrt" in doc["beats_rule"] and doc["latency_device"]
+
+
+def test_beaten_by_needs_a_gap_beyond_the_combined_uncertainty():
+    from nas.search.front import beats
+
+    se = (0.7 * 0.3 / 1000) ** 0.5  # 1.45 points at 70 % on 1,000 images
+    assert not beats(0.71, 0.70, se_a=se, se_b=se)  # one point: inside the noise (issue 12's "beaten by trial 6")
+    assert beats(0.75, 0.70, se_a=se, se_b=se)  # five points > 2 * sqrt(2) * 1.45 = 4.1
+    assert beats(0.701, 0.70, se_a=None, se_b=None)  # no uncertainty known (zero-cost scores): plain comparison
 
 
 def test_plots_and_table(tiny, tmp_path):

@@ -58,8 +58,9 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
                                      "(default: sqlite in the --out folder)")
     s.add_argument("--out", help="results folder (default: runs/<study>)")
     s.add_argument("--workers", type=int, help="worker processes on this machine (default 1; --quick: up to 2)")
-    s.add_argument("--sampler", choices=["tpe", "nsga2", "random"], default="tpe",
-                   help="Optuna sampler (default tpe, Optuna's multi-objective default)")
+    s.add_argument("--sampler", choices=["tpe", "nsga2", "gp", "random", "evolution"], default="tpe",
+                   help="proposals, each repaired onto the budgets: tpe (default), nsga2, gp (Optuna's GPSampler, "
+                        "needs scipy), random, evolution (regularized evolution seeded by the presets)")
     s.add_argument("--objective", choices=["latency", "flops"], default="latency",
                    help="second objective: predicted latency (default) or MACs")
     s.add_argument("--seed", type=int, default=0, help="seeds the sampler and every proxy run (default 0)")
@@ -227,7 +228,8 @@ def print_report(rep: "SearchReport", console: "Console") -> None:
     t = Table(title=f"Pareto front of study {rep.study!r} under {', '.join(rep.budgets)} "
                     f"(objective: {rep.objective})", title_justify="left")
     has_lat = any(r.get("latency_ms") is not None for r in [*rep.pareto, *rep.presets])
-    cols = ["#", "trial", "MFLOPs", "Mparams", *(["ms"] if has_lat else []), "acc %" if is_acc else "score", "fits"]
+    cols = ["#", "trial", "MFLOPs", "Mparams", *(["ms"] if has_lat else []), "acc % ±SE" if is_acc else "score",
+            "rung steps" if (rep.meta.get("fidelity") or {}).get("mode") == "multi" else "steps", "fits"]
     for col in cols:
         t.add_column(col, justify="right", no_wrap=True)
     t.add_column("architecture", overflow="fold")
@@ -242,21 +244,36 @@ def print_report(rep: "SearchReport", console: "Console") -> None:
 
     def acc(r: dict[str, Any]) -> str:
         v = r.get("accuracy") if is_acc else r.get("score")
-        return _fmt(v * 100 if (v is not None and is_acc) else v, ".1f" if is_acc else ".2f")
+        text = _fmt(v * 100 if (v is not None and is_acc) else v, ".1f" if is_acc else ".2f")
+        se = r.get("accuracy_se") if is_acc and v is not None else None
+        return text + (f"±{se * 100:.1f}" if se is not None else "")
+
+    def fid(r: dict[str, Any]) -> str:
+        f = r.get("fidelity") or {}
+        if f.get("steps") is None:
+            return "-"
+        return (f"r{f['rung']} " if multi else "") + str(f["steps"])
+
+    multi = (rep.meta.get("fidelity") or {}).get("mode") == "multi"
 
     for i, r in enumerate(rep.pareto, 1):
         t.add_row(str(i), str(r["trial"]), _fmt(r.get("mflops"), ".1f"), _fmt((r.get("params") or 0) / 1e6, ".2f"),
-                  *lat(r), acc(r), "[green]yes[/]", r.get("config_string") or "")
+                  *lat(r), acc(r), fid(r), "[green]yes[/]", r.get("config_string") or "")
     if rep.presets:
         t.add_section()
         for p in rep.presets:
             beaten = p.get("beaten_by") or []
             note = p["name"] + (f" (beaten by trial {', '.join(map(str, beaten[:3]))})" if beaten else "")
             t.add_row("", "preset", _fmt(p.get("mflops"), ".1f"), _fmt((p.get("params") or 0) / 1e6, ".2f"),
-                      *lat(p), acc(p), "[green]yes[/]" if p.get("feasible") else "[red]no[/]", note)
+                      *lat(p), acc(p), str(rep.meta.get("proxy_steps") or "-"),
+                      "[green]yes[/]" if p.get("feasible") else "[red]no[/]", note)
     console.print(t)
     c = rep.counts
     console.print(f"{c.get('total', 0)} trials: {c['complete']} complete, {c['infeasible']} over budget (not "
                   f"trained), {c['pruned']} pruned, {c['failed']} failed"
                   + (f", {c['running']} running" if c.get("running") else "")
                   + (f"; plots: {', '.join(rep.plots)}" if rep.plots else ""))
+    if rep.meta.get("latency_device"):
+        console.print(f"latencies predicted for {rep.meta['latency_device']} (table: {rep.meta.get('table')})")
+    if rep.presets and is_acc:
+        console.print(f"'beaten by': {rep.meta.get('beats_rule')} (± is the binomial SE of the validation set)")

@@ -168,15 +168,20 @@ def _best_under(study: "optuna.Study", text: str) -> TrialRecord:
 
     budget = parse_budget(text)
     key = _BUDGET_ATTR[budget.metric]
-    records = [TrialRecord.from_trial(t) for t in study.get_trials(deepcopy=False)]
-    ok = [r for r in records if r.state == "COMPLETE" and r.infeasible_reason() is None
-          and isinstance(r.config, Mapping) and getattr(r, key) is not None and float(getattr(r, key)) <= budget.limit]
+    from nas.search.front import leaves
+
+    # Each candidate once, at the highest rung it reached (multi-fidelity): its best-trained accuracy.
+    records = leaves([TrialRecord.from_trial(t) for t in study.get_trials(deepcopy=False)])
+    ok = [r for r in records if isinstance(r.config, Mapping) and getattr(r, key) is not None
+          and float(getattr(r, key)) <= budget.limit]
     if not ok:
         raise BudgetError(f"best_under {budget.text}: no completed feasible trial of study {study.study_name!r} is "
                           "within it", field="best_under")
 
     def rank(r: TrialRecord) -> tuple[float, float, int]:
-        acc = r.accuracy if "accuracy" in r.stored else (r.values[0] if r.values else float("-inf"))
+        # A zero-cost study stores accuracy=None: rank by its score (objective 0) instead.
+        acc = next((v for v in (r.accuracy, r.score, r.values[0] if r.values else None) if v is not None),
+                   float("-inf"))
         return (-float(acc), float(getattr(r, key)), r.number)  # most accurate, then cheapest, then oldest
 
     return min(ok, key=rank)

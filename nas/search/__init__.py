@@ -1,7 +1,8 @@
 """The multi-objective search: an Optuna study over a space under hard budgets.
 
 Modules: ``settings`` (SearchSettings), ``storage`` (URLs, open_study, the claim lock), ``budgets`` (figures and
-feasibility), ``sampler`` (the budget guard), ``identity`` (what a study records; resume checks), ``liveness``
+feasibility), ``sampler`` (the budget guard: repair onto the budgets), ``evolution`` and ``evolution_sampler``
+(regularized evolution), ``front`` (candidates, the front, the "beats" rule), ``fidelity`` (successive halving), ``identity`` (what a study records; resume checks), ``liveness``
 and ``workers`` (the worker loop), ``presets`` (the reference networks), ``run`` (``run_search``), ``results``
 (the typed trial record) and ``report`` (front, plots, hypervolume).
 
@@ -24,7 +25,9 @@ _EXPORTS = {
     "open_study": "nas.search.storage",
     "default_storage": "nas.search.storage",
     "check_budgets": "nas.search.budgets",
-    "BudgetGuardSampler": "nas.search.sampler",
+    "RepairSampler": "nas.search.sampler",
+    "make_sampler": "nas.search.sampler",
+    "EvolutionProposer": "nas.search.evolution_sampler",
     "study_name_for": "nas.search.identity",
     "evaluate_config": "nas.search.presets",
     "score_presets": "nas.search.presets",

@@ -66,6 +66,16 @@ class Scorer:
         """The second objective: predicted latency (ms) or MFLOPs (mult-adds, millions)."""
         return float(f.latency_ms) if self.objective == "latency" else f.macs / 1e6
 
+    def excess(self, params: dict[str, Any]) -> float:
+        """How far the network ``params`` (unset knobs at their smallest) is over its budgets:
+        ``max over budgets of value / limit - 1`` (<= 0 fits; inf when the table lacks one of its blocks)."""
+        cfg = self.space.sample(None, fixed={**self.mins, **params})
+        try:
+            f = self.figures(cfg)
+        except MissingEntriesError:
+            return float("inf")
+        return max(self.value(b, f) / b.limit - 1.0 for b in self.budgets)
+
     def fits(self, params: dict[str, Any]) -> bool:
         """True if the config with ``params`` set and every other knob at its smallest choice fits."""
         cfg = self.space.sample(None, fixed={**self.mins, **params})

@@ -66,6 +66,7 @@ def evaluate_config(config: ArchConfig, *, space: "SearchSpace", table: "Latency
                 r = proxy_train(config, data=dataset, settings=settings.proxy_settings, seed=settings.seed,
                                 device=settings.device)
                 out["accuracy"] = r.accuracy
+                out["accuracy_se"], out["eval_images"] = r.accuracy_se, r.eval_images
             except TrainingDivergedError as e:
                 out["failure"] = str(e)
     out["duration_s"] = round(time.perf_counter() - t0, 3)
@@ -110,7 +111,8 @@ def score_presets(study: "optuna.Study", *, space: "SearchSpace", table: "Latenc
             cached = cache.get(name) or {}
             scored = any(cached.get(k) is not None for k in ("accuracy", "score", "failure"))
             if scored:  # trained by an earlier or another run of this study: reuse, never retrain
-                row = {**row, **{k: cached[k] for k in ("accuracy", "score", "failure", "duration_s") if k in cached}}
+                row = {**row, **{k: cached[k] for k in ("accuracy", "accuracy_se", "eval_images", "score", "failure",
+                                                           "duration_s") if k in cached}}
             elif want:
                 if progress:
                     progress(f"training preset {name} for reference")

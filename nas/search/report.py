@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Sequence
 
+from nas.search.front import BEAT_Z, accuracy_se, beats, rung_of, rung_result
 from nas.search.results import TrialRecord, pareto_records
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -51,15 +52,20 @@ class SearchReport:
 
 
 _ROW_KEYS = ("config", "config_string", "mflops", "macs", "params", "latency_ms", "latency_uncertainty_ms",
-             "accuracy", "score", "duration_s", "feasible")
+             "accuracy", "score", "duration_s", "feasible", "proposal", "rungs", "parent", "candidate")
 
 
-def _row(rec: TrialRecord) -> dict[str, Any]:
+def _row(rec: TrialRecord, *, val_size: int | None = None) -> dict[str, Any]:
+    """A trial as a JSON row: its figures, ``accuracy_se`` (stored, else binomial from ``val_size``) and
+    ``fidelity`` (``rung``, ``steps``, ``eval_images``: what the accuracy was measured with)."""
     ua = rec.user_attrs()
     row: dict[str, Any] = {"trial": rec.number, "state": rec.state}
     row.update({k: ua[k] for k in _ROW_KEYS if k in ua})
     if rec.values is not None:
         row["values"] = list(rec.values)
+    n = rec.eval_images or val_size
+    row["accuracy_se"] = accuracy_se(rec.accuracy, se=rec.accuracy_se, n=n)
+    row["fidelity"] = {"rung": rung_of(rec), "steps": rec.rung_steps or rec.total_steps, "eval_images": n}
     return row
 
 
@@ -76,17 +82,35 @@ def _count(records: Sequence[TrialRecord]) -> dict[str, int]:
     return counts
 
 
-def _presets(stored: dict[str, Any], front: list[dict[str, Any]], *, by_accuracy: bool,
-             objective: str) -> list[dict[str, Any]]:
-    """The study's scored presets, each with ``beaten_by``: front trials at least as good and no costlier."""
+def _presets(stored: dict[str, Any], front: list[TrialRecord], *, by_accuracy: bool, objective: str,
+             val_size: int | None) -> list[dict[str, Any]]:
+    """The study's scored presets, each with ``beaten_by``: front trials no costlier whose accuracy beats the
+    preset's beyond both standard errors (:func:`nas.search.front.beats`), compared at the preset's fidelity
+    (rung 0: a front trial promoted to longer training is judged by its rung-0 result). Zero-cost scores
+    carry no uncertainty: there a trial beats a preset when its score is at least as high."""
     presets = []
     for name, p in stored.items():
         row = dict(p)
         row.setdefault("name", name)
         acc = row.get("accuracy") if by_accuracy else row.get("score")
         cost = row.get("latency_ms") if objective == "latency" else row.get("mflops")
-        row["beaten_by"] = ([r["trial"] for r in front if r["values"][0] >= acc and r["values"][1] <= cost]
-                            if acc is not None and cost is not None else [])
+        se = accuracy_se(acc, se=row.get("accuracy_se"), n=row.get("eval_images") or val_size) if by_accuracy else None
+        if by_accuracy:
+            row["accuracy_se"] = se
+        beaten = []
+        for r in front if acc is not None and cost is not None else []:
+            if r.values[1] > cost:  # type: ignore[index]
+                continue
+            if not by_accuracy:
+                if r.values[0] >= acc:  # type: ignore[index]
+                    beaten.append(r.number)
+                continue
+            at0 = rung_result(r, 0) or {}
+            a0 = at0.get("accuracy")
+            se0 = accuracy_se(a0, se=at0.get("accuracy_se"), n=r.eval_images or val_size)
+            if a0 is not None and beats(float(a0), float(acc), se_a=se0, se_b=se):
+                beaten.append(r.number)
+        row["beaten_by"] = beaten
         presets.append(row)
     return presets
 
@@ -107,18 +131,42 @@ def build_report(study: "optuna.Study", *, storage: str = "") -> SearchReport:
     objective = ua.get("objective", "latency")
     metric_names = list(ua.get("metric_names") or ["accuracy", "latency_ms" if objective == "latency" else "mflops"])
     records = [TrialRecord.from_trial(t) for t in study.get_trials(deepcopy=False)]
-    rows = [_row(r) for r in records if r.state == "COMPLETE"]
-    front = [_row(r) for r in pareto_records(study)]
+    val_size = ((ua.get("proxy") or {}).get("settings") or {}).get("val_size")
+    rows = [_row(r, val_size=val_size) for r in records if r.state == "COMPLETE"]
+    front_recs = pareto_records(study)
+    front = [_row(r, val_size=val_size) for r in front_recs]
     for r in front:
         r.pop("state", None)
-    presets = _presets(ua.get("presets") or {}, front, by_accuracy=metric_names[0] == "accuracy", objective=objective)
+    presets = _presets(ua.get("presets") or {}, front_recs, by_accuracy=metric_names[0] == "accuracy",
+                       objective=objective, val_size=val_size)
     table = ua.get("table") or {}
     meta = {"space": ua.get("space_name"), "space_hash": ua.get("space_hash"), "seed": ua.get("seed"),
             "proxy": ua.get("proxy"), "data": ua.get("data"), "sampler": ua.get("sampler"),
+            "fidelity": ua.get("fidelity") or {"mode": "single"}, "beats_rule": BEATS_RULE,
+            "latency_device": _device_of(table), "proxy_steps": _steps_of(ua.get("proxy") or {}),
             "table": table.get("describe"), "table_path": table.get("path"), "nas_version": ua.get("nas_version")}
     return SearchReport(study=study.study_name, storage=storage, objective=objective, metric_names=metric_names,
                         budgets=list(ua.get("budgets") or []), counts=_count(records), pareto=front,
                         presets=presets, trials=rows, meta=meta)
+
+
+BEATS_RULE = f"gap > {BEAT_Z:g} * sqrt(se_trial^2 + se_preset^2), at rung 0, no costlier"
+
+
+def _steps_of(proxy: dict[str, Any]) -> str | None:
+    """The rung-0 proxy budget as text (``40`` steps, or ``0.5ep`` when set in epochs)."""
+    s = proxy.get("settings") or {}
+    if s.get("steps") is not None:
+        return str(s["steps"])
+    return f"{s['epochs']:g}ep" if s.get("epochs") is not None else None
+
+
+def _device_of(table: dict[str, Any]) -> str | None:
+    """Which device the study's latencies are for: the table's identity (device and CPU model)."""
+    ident = table.get("identity") or {}
+    if not ident:
+        return None
+    return " ".join(str(ident[k]) for k in ("device", "cpu_model") if ident.get(k))
 
 
 def pareto_points(points: Sequence[tuple[float, float]]) -> list[tuple[float, float]]:

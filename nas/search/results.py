@@ -39,6 +39,16 @@ class TrialRecord:
             done of the planned total, whether it was stopped early, and its training time (s).
         duration_s: the whole trial's wall time (s).
         failure: why a FAIL trial failed.
+        proposal: how the sampler made the network: ``sampled`` (fit as proposed), ``repaired`` (moved to the
+            nearest feasible network), ``initial`` / ``random-init`` / ``evolution`` (the evolution sampler),
+            ``enqueued`` (given by hand or a promotion).
+        accuracy_se, eval_images: the accuracy's binomial standard error and the validation images it was
+            measured on.
+        rung, rung_steps, parent, candidate, rungs: multi-fidelity (:mod:`nas.search.fidelity`): this trial's
+            rung (0 = cheapest), its planned proxy steps, the trial it was promoted from, the rung-0 trial
+            that started the candidate, and every rung result of the candidate up to this one (dicts with
+            ``rung``, ``trial``, ``steps``, ``accuracy``, ``accuracy_se``, ``seconds``). Absent in
+            single-fidelity studies and studies written before multi-fidelity existed: read as rung 0.
         stored: which attribute names the trial carries.
     """
 
@@ -67,6 +77,14 @@ class TrialRecord:
     train_s: float | None = None
     duration_s: float | None = None
     failure: str | None = None
+    proposal: str | None = None
+    accuracy_se: float | None = None
+    eval_images: int | None = None
+    rung: int | None = None
+    rung_steps: int | None = None
+    parent: int | None = None
+    candidate: int | None = None
+    rungs: list[dict[str, Any]] | None = None
     stored: frozenset[str] = frozenset()
 
     @classmethod
@@ -161,11 +179,9 @@ Progress = Callable[[SearchStatus], None]
 
 
 def pareto_records(study: "optuna.Study") -> list[TrialRecord]:
-    """The feasible Pareto front of ``study`` (Optuna's constrained ``best_trials``), cheapest first."""
-    import warnings
+    """The feasible Pareto front of ``study`` over candidates, cheapest first (:func:`nas.search.front.front`:
+    each candidate at the highest rung it reached; in a single-fidelity study, Optuna's constrained
+    ``best_trials``)."""
+    from nas.search.front import front
 
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        front = [TrialRecord.from_trial(t) for t in study.best_trials]
-    front = [r for r in front if r.infeasible_reason() is None and r.values is not None]
-    return sorted(front, key=lambda r: (r.values[1], -r.values[0]))  # type: ignore[index]
+    return front([TrialRecord.from_trial(t) for t in study.get_trials(deepcopy=False)])

@@ -19,12 +19,11 @@ from __future__ import annotations
 
 import os
 import time
-import warnings
 from dataclasses import replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable, Literal, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Literal, Sequence
 
-from nas.errors import UsageError
+from nas.errors import NasError, UsageError
 from nas.search.budgets import check_budgets
 from nas.search.identity import create_or_load, study_attrs, study_name_for
 from nas.search.presets import score_presets
@@ -54,7 +53,7 @@ JOIN_AFTER_INTERRUPT_S = 30  # a worker failing its trial after Ctrl-C gets this
 def run_search(space: "SearchSpace", *, budgets: "Sequence[Budget | str]", table: "LatencyTable | None",
                n_trials: int, study: str | None = None, storage: str | None = None,
                out_dir: "str | Path | None" = None, objective: Literal["latency", "flops"] = "latency",
-               sampler: Literal["tpe", "nsga2", "random"] = "tpe", seed: int = 0,
+               sampler: Literal["tpe", "nsga2", "gp", "random", "evolution"] = "tpe", seed: int = 0,
                proxy: Literal["train", "zero-cost"] = "train", proxy_settings: "ProxySettings | str" = "quick",
                data: str = "bundled", timeout_s: float | None = None, workers: int = 1, device: str = "cpu",
                prune: bool = True, presets: Literal["all", "feasible", "none"] = "all", threads: int | None = None,
@@ -179,24 +178,28 @@ def _status(study: "optuna.Study", total: int, phase: str = "search", message: s
         by[t.state] += 1
     infeasible = sum(1 for t in trials
                      if t.state == TrialState.COMPLETE and TrialRecord.from_trial(t).feasible is False)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        front = study.best_trials
-    best = max(front, key=lambda t: (t.values[0], -t.values[1]), default=None)
+    front = pareto_records(study)
+    best = max(front, key=lambda t: (t.values[0], -t.values[1]), default=None)  # type: ignore[index]
     return SearchStatus(phase=phase, done=by[TrialState.COMPLETE] + by[TrialState.PRUNED] + by[TrialState.FAIL],
                         total=total, running=by[TrialState.RUNNING], complete=by[TrialState.COMPLETE] - infeasible,
                         pruned=by[TrialState.PRUNED], failed=by[TrialState.FAIL], infeasible=infeasible,
-                        front=len(front), best_accuracy=best.values[0] if best else None,
+                        front=len(front), best_accuracy=best.values[0] if best else None,  # type: ignore[index]
                         best_cost=best.values[1] if best else None, message=message)
 
 
 def _run_processes(job: Job, workers: int, report: Callable[[], None]) -> None:
+    """Run ``workers`` local processes to the end; a library error in any of them is raised here, once.
+
+    Raises:
+        NasError: the first error a worker reported (e.g. the data cannot be read), as its own class.
+    """
     import multiprocessing as mp
 
     ctx = mp.get_context("spawn")  # fork after torch/optuna/SQLAlchemy have started threads is unsafe
     barrier = ctx.Barrier(workers)
-    procs = [ctx.Process(target=worker_main, args=(replace(job, parent_pid=os.getpid()), i, barrier), daemon=False)
-             for i in range(workers)]
+    errors = ctx.Queue()
+    procs = [ctx.Process(target=worker_main, args=(replace(job, parent_pid=os.getpid()), i, barrier, errors),
+                         daemon=False) for i in range(workers)]
     for p in procs:
         p.start()
     try:
@@ -215,3 +218,20 @@ def _run_processes(job: Job, workers: int, report: Callable[[], None]) -> None:
             if p.is_alive():  # pragma: no cover - only after an interrupt that a worker ignored
                 p.terminate()
                 p.join(timeout=5)
+    _raise_worker_error(errors)
+
+
+def _raise_worker_error(errors: Any) -> None:
+    """Re-raise the first error a worker put on ``errors`` (the same class from nas.errors, same field)."""
+    import queue
+
+    from nas import errors as err_mod
+
+    try:
+        name, message, field = errors.get(timeout=0.5)
+    except queue.Empty:
+        return
+    cls = getattr(err_mod, name, None)
+    if not (isinstance(cls, type) and issubclass(cls, NasError)):
+        cls = NasError
+    raise cls(message, field=field)

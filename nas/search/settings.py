@@ -11,7 +11,7 @@ from nas.units import Budget
 
 __all__ = ["SearchSettings", "SAMPLERS", "OBJECTIVES", "PRESET_CHOICES"]
 
-SAMPLERS = ("tpe", "nsga2", "random")
+SAMPLERS = ("tpe", "nsga2", "gp", "random", "evolution")
 OBJECTIVES = ("latency", "flops")
 PROXIES = ("train", "zero-cost")
 PRESET_CHOICES = ("all", "feasible", "none")
@@ -25,7 +25,10 @@ class SearchSettings:
         budgets: hard constraints (at least one), e.g. ``parse_budget("150MFLOPs")``.
         n_trials: the study's total number of trials (complete + pruned + failed), not "N more".
         objective: ``"latency"`` (predicted from the table) or ``"flops"`` (MACs) as the second objective.
-        sampler: ``"tpe"`` (Optuna's multi-objective default), ``"nsga2"`` or ``"random"``.
+        sampler: ``"tpe"`` (Optuna's multi-objective default), ``"nsga2"``, ``"gp"`` (Optuna's GPSampler),
+            ``"random"`` or ``"evolution"`` (regularized evolution seeded by the presets,
+            :mod:`nas.search.evolution_sampler`); every proposal is repaired onto the budgets
+            (:mod:`nas.search.sampler`).
         seed: seeds the sampler, the knob order and every proxy run (all candidates share it: common random
             numbers make their accuracies comparable).
         proxy: ``"train"`` (short training, accuracy in [0, 1]) or ``"zero-cost"`` (NASWOT score at init).
@@ -42,7 +45,7 @@ class SearchSettings:
     budgets: tuple[Budget, ...]
     n_trials: int
     objective: Literal["latency", "flops"] = "latency"
-    sampler: Literal["tpe", "nsga2", "random"] = "tpe"
+    sampler: Literal["tpe", "nsga2", "gp", "random", "evolution"] = "tpe"
     seed: int = 0
     proxy: Literal["train", "zero-cost"] = "train"
     proxy_settings: ProxySettings = PROXY_PRESETS["quick"]

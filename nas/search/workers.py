@@ -29,7 +29,7 @@ from nas.errors import NasError, TrainingDivergedError
 from nas.search.budgets import Figures, Scorer, describe_violation
 from nas.search.liveness import Heartbeat, fail_stale, worker_tag
 from nas.search.results import record_attrs
-from nas.search.sampler import BudgetGuardSampler, base_sampler, suggest_config
+from nas.search.sampler import make_sampler, suggest_config
 from nas.search.settings import SearchSettings
 from nas.search.storage import ClaimLock, make_storage
 
@@ -75,8 +75,8 @@ class Worker:
         # Differs per worker and per resumed run, so a resumed run does not replay the same random draws.
         sampler_seed = random.Random(f"{self.s.seed}:{index}:{existing}").randrange(2**31)
         self.scorer = Scorer(job.space, job.table, self.s.budgets, self.s.objective)
-        base = base_sampler(self.s.sampler, seed=sampler_seed, n_trials=self.s.n_trials)
-        sampler = BudgetGuardSampler.create(base, self.scorer.fits, list(job.space.knobs()), seed=self.s.seed)
+        sampler = make_sampler(self.s, job.space, self.scorer, sampler_seed=sampler_seed)
+        self.sampler = sampler
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             self.study = optuna.load_study(study_name=job.study, storage=self.storage, sampler=sampler)
@@ -155,6 +155,7 @@ class Worker:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # e.g. TPE's "sampled independently" when the guard drops a knob
             config = suggest_config(trial, self.job.space, seed=s.seed)
+        proposal = self.sampler.note(trial.number) or "enqueued"
         f = self.scorer.figures(config)
         cost = self.scorer.cost(f)
         slacks = self.scorer.slacks(f)
@@ -164,7 +165,7 @@ class Worker:
         record_attrs(trial, {"config": config.to_dict(), "config_string": config.to_string(),
                              "macs": f.macs, "mflops": round(f.macs / 1e6, 3), "params": f.params,
                              "latency_ms": f.latency_ms, "latency_uncertainty_ms": f.latency_uncertainty_ms,
-                             "seed": s.seed, "feasible": feasible})
+                             "seed": s.seed, "feasible": feasible, "proposal": proposal})
         if not feasible:
             self._tell_infeasible(trial, f, slacks, cost, t0)
         elif s.proxy == "zero-cost":
@@ -198,7 +199,8 @@ class Worker:
         cb = self._pruner(cost, history) if s.prune else (lambda step, acc: history.append([step, acc]))
         r = proxy_train(config, data=self._data(), settings=s.proxy_settings, seed=s.seed, callback=cb,
                         device=s.device)
-        record_attrs(trial, {"accuracy": r.accuracy, "history": [list(h) for h in r.history], "steps": r.steps,
+        record_attrs(trial, {"accuracy": r.accuracy, "accuracy_se": r.accuracy_se, "eval_images": r.eval_images,
+                             "history": [list(h) for h in r.history], "steps": r.steps,
                              "total_steps": r.total_steps, "pruned": r.pruned, "trained": True,
                              "train_s": round(r.train_seconds, 3), "duration_s": _elapsed(t0)})
         if r.pruned:
@@ -237,9 +239,21 @@ class Worker:
         return cb
 
 
-def worker_main(job: Job, index: int, barrier: Any = None) -> None:
-    """Entry point of a worker process (``multiprocessing`` spawn)."""
+def worker_main(job: Job, index: int, barrier: Any = None, errors: Any = None) -> None:
+    """Entry point of a worker process (``multiprocessing`` spawn).
+
+    Args:
+        job: what to run.
+        index: the worker's index (seeds its sampler).
+        barrier: shared by the local workers (start together).
+        errors: a queue; a :class:`~nas.errors.NasError` (e.g. the data cannot be read) is put there as
+            ``(class name, message, field)`` instead of a traceback, and the parent raises it once.
+    """
     try:
         Worker(job, index=index).run(barrier=barrier)
     except KeyboardInterrupt:
         pass
+    except NasError as e:
+        if errors is None:
+            raise
+        errors.put((type(e).__name__, str(e), getattr(e, "field", None)))
