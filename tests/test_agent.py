@@ -155,6 +155,27 @@ def test_token_is_generated_once_private_and_printed_only_then(agent, work, toke
     assert main(["agent", "--port", "70000"]) == 2
 
 
+def test_startup_lines_say_where_the_token_is_and_how_to_tunnel(agent, work, tmp_path):
+    """A first start that fails after writing the token (its port is taken), then a start that works: the
+    second prints where the token is and how to read it, and the SSH-tunnel form for a loopback agent."""
+    env = dict(os.environ, PYTHONPATH=str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    tok = tmp_path / "tok"
+    cmd = [sys.executable, "-m", "nas", "agent", "--token-file", str(tok)]
+    first = subprocess.run([*cmd, "--port", str(agent.port)], env=env, capture_output=True, text=True, timeout=60)
+    assert first.returncode == 2 and tok.exists()  # the token was written, the agent could not listen
+    proc = subprocess.Popen([*cmd, "--port", "0"], env=env, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
+                            text=True)
+    try:
+        lines = [proc.stdout.readline() for _ in range(4)]  # type: ignore[union-attr]  # bounded: 4 lines
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
+    text = "".join(lines)
+    port = lines[0].split(":")[1].split()[0]
+    assert f"cat {tok}" in text and tok.read_text().strip() not in text  # where it is, not the secret
+    assert f"ssh -N -L {port}:127.0.0.1:{port}" in text and f"--remote 127.0.0.1:{port}" in text
+
+
 def test_host_side_parsing():
     assert parse_address("raspberrypi.local:8765") == ("raspberrypi.local", 8765)
     assert parse_address("[::1]:9") == ("::1", 9)
@@ -291,9 +312,13 @@ def test_model_checks_in_process(tmp_path):
     from onnx import TensorProto, helper, numpy_helper
 
     good = _small_onnx()
-    check_onnx(good, input_shape=(1, 3, 32, 32))
-    with pytest.raises(AgentError):
-        check_onnx(good, input_shape=(2, 3, 32, 32))
+    assert check_onnx(good, input_shape=(1, 3, 32, 32), max_elements=10**6) > 3 * 32 * 32
+    with pytest.raises(AgentError) as e:
+        check_onnx(good, input_shape=(2, 3, 32, 32), max_elements=10**6)
+    assert e.value.field == "input_shape"
+    with pytest.raises(AgentError) as e:  # the tensors' elements are capped
+        check_onnx(good, input_shape=(1, 3, 32, 32), max_elements=1000)
+    assert e.value.field == "model"
     w = numpy_helper.from_array(np.zeros((4,), np.float32), "W")
     w.ClearField("raw_data")
     w.data_location = TensorProto.EXTERNAL
@@ -305,9 +330,9 @@ def test_model_checks_in_process(tmp_path):
                               [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 1, 2, 2])], [w])
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
     with pytest.raises(AgentError, match="external data"):
-        check_onnx(model.SerializeToString(), input_shape=(1, 1, 2, 2))
+        check_onnx(model.SerializeToString(), input_shape=(1, 1, 2, 2), max_elements=10**6)
     with pytest.raises(AgentError):
-        check_onnx(b"", input_shape=(1, 1, 2, 2))
+        check_onnx(b"", input_shape=(1, 1, 2, 2), max_elements=10**6)
     limits = AgentLimits(max_seconds=0.3)
     with pytest.raises(AgentError) as e:  # min_time_s beyond the time cap: refused before running
         parse_request({"models": [{"input_shape": [1, 3, 32, 32], "bytes": 10}], "settings": {"min_time_s": 1.0}},
@@ -327,15 +352,16 @@ def test_model_checks_in_process(tmp_path):
         measure_request([good], req, limits=AgentLimits(max_seconds=0.05))
     assert e.value.field == "max_seconds"
     for bad, field in (({"max_repeats": 0}, "max_repeats"), ({"max_seconds": 0}, "max_seconds"),
-                       ({"max_request_bytes": 10}, "max_request_mb")):
+                       ({"max_seconds": float("nan")}, "max_seconds"), ({"header_seconds": 0}, "header_seconds"),
+                       ({"max_memory_bytes": 1000}, "max_memory_mb"), ({"max_request_bytes": 10}, "max_request_mb")):
         with pytest.raises(UsageError) as e:
             AgentLimits(**bad)
         assert e.value.field == field
 
 
 def test_the_wire_format_is_one_module_and_the_client_never_loads_the_server():
-    assert {protocol.LIMIT_REQUEST_BYTES, protocol.LIMIT_REPEATS, protocol.LIMIT_SECONDS} == set(
-        AgentLimits().to_dict())
+    assert {protocol.LIMIT_REQUEST_BYTES, protocol.LIMIT_REPEATS, protocol.LIMIT_SECONDS, protocol.LIMIT_MEMORY_BYTES,
+            protocol.LIMIT_HEADER_SECONDS} == set(AgentLimits().to_dict())
     code = ("import sys, nas.backends.remote; "
             "print(sorted(m for m in sys.modules if m.startswith('nas.agent')))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=REPO)

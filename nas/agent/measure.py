@@ -2,8 +2,9 @@
 agent's identity (what the host's latency table records about the board).
 
 The timing is the onnxruntime CPU backend's own protocol (:class:`~nas.backends.onnxruntime.OnnxRuntimeBackend`:
-same session options, clock, interleaved rounds); only a deadline is added. Today it runs in the server's
-process, one measurement at a time (the server holds a lock).
+same session options, clock, interleaved rounds); only a deadline, checked between runs, is added. The agent
+runs it in a child process that it kills past the deadline (:mod:`nas.agent.worker`), one measurement at a
+time (the server holds a lock).
 """
 
 from __future__ import annotations
@@ -12,14 +13,14 @@ import platform
 import time
 from typing import Any, Sequence
 
-from nas.agent.checks import MeasureRequest, check_onnx
+from nas.agent.checks import MeasureRequest, check_models
 from nas.agent.protocol import PROTOCOL, AgentLimits
 from nas.backends.base import MeasureSettings, Measurement
 from nas.backends.host import usable_cpus
 from nas.backends.onnxruntime import OnnxRuntimeBackend
-from nas.errors import AgentError, MeasurementError
+from nas.errors import MeasurementError
 
-__all__ = ["CHECK_INTERVAL_S", "agent_identity", "measure_request"]
+__all__ = ["CHECK_INTERVAL_S", "agent_identity", "measure_request", "time_models"]
 
 CHECK_INTERVAL_S = 0.1  # the time cap is checked between chunks of runs this long (s)
 MIN_PER_RUN_S = 1e-7  # floor of the per-run estimate, so a chunk size is always finite
@@ -95,33 +96,40 @@ class _CappedOrtBackend(OnnxRuntimeBackend):
                                self.max_seconds)
 
 
-def measure_request(models: Sequence[bytes], request: MeasureRequest, *, limits: AgentLimits) -> list[Measurement]:
-    """Check and time models on this machine (what ``POST /v1/measure`` does under the lock).
+def time_models(models: Sequence[bytes], *, input_shapes: Sequence[Sequence[int]], settings: MeasureSettings,
+                threads: int, device: str, max_seconds: float) -> list[Measurement]:
+    """Time checked models on this machine with the onnxruntime CPU backend's protocol (several models in
+    interleaved rounds, as ``measure_many``), stopped between runs once ``max_seconds`` have passed.
 
-    Runs the onnxruntime CPU backend's protocol (as :func:`nas.backends.onnxruntime.measure_onnx_bytes`; several
-    models in interleaved rounds, as ``measure_many``), stopped if it passes ``limits.max_seconds``.
+    This is what the measuring process (:mod:`nas.agent.worker`) runs; it checks nothing.
+
+    Raises:
+        MeasurementError: onnxruntime could not load or run a model, or the time cap was reached (field
+            ``max_seconds``).
+    """
+    shapes = [tuple(int(x) for x in s) for s in input_shapes]
+    backend = _CappedOrtBackend(device=device, threads=threads, batch=shapes[0][0],
+                                deadline=time.monotonic() + max_seconds, max_seconds=max_seconds)
+    return backend.measure_many([bytes(m) for m in models], input_shapes=shapes, settings=settings)
+
+
+def measure_request(models: Sequence[bytes], request: MeasureRequest, *, limits: AgentLimits) -> list[Measurement]:
+    """Check and time models in this process (the agent itself times them in a killable child,
+    :class:`nas.agent.worker.Worker`; this is the same without the child, for tests and tools).
 
     Args:
         models: the request's ONNX models, in body order.
         request: the checked request (:func:`nas.agent.checks.parse_request`).
-        limits: the agent's caps (``max_seconds`` is the time cap).
+        limits: the agent's caps (``max_seconds`` is the time cap, ``max_request_bytes`` sets the element cap).
 
     Returns:
         One :class:`Measurement` per model.
 
     Raises:
-        AgentError: a model fails :func:`check_onnx`.
+        AgentError: a model fails :func:`nas.agent.checks.check_models`.
         MeasurementError: onnxruntime could not load or run a model, or the time cap was reached (field
             ``max_seconds``).
     """
-    if len(models) != len(request.input_shapes):
-        raise AgentError(f"{len(models)} models for {len(request.input_shapes)} input shapes")
-    for i, (onnx_bytes, shape) in enumerate(zip(models, request.input_shapes)):
-        try:
-            check_onnx(onnx_bytes, input_shape=shape)
-        except AgentError as e:
-            raise AgentError(f"models[{i}]: {e}" if len(models) > 1 else str(e)) from None
-    backend = _CappedOrtBackend(device=request.device, threads=request.threads, batch=request.input_shapes[0][0],
-                                deadline=time.monotonic() + limits.max_seconds, max_seconds=limits.max_seconds)
-    return backend.measure_many([bytes(m) for m in models], input_shapes=list(request.input_shapes),
-                                settings=request.settings)
+    check_models(models, request, limits=limits)
+    return time_models(models, input_shapes=request.input_shapes, settings=request.settings, threads=request.threads,
+                       device=request.device, max_seconds=limits.max_seconds)

@@ -51,6 +51,8 @@ IDENTITY, LIMITS, STATS, ERROR = "identity", "limits", "stats", "error"
 STAT_MEASUREMENTS = "measurements"  # in ``stats``: measurement requests answered since the agent started
 # Keys of ``limits`` in the identity answer: the fields of AgentLimits (tests/test_agent.py checks they agree).
 LIMIT_REQUEST_BYTES, LIMIT_REPEATS, LIMIT_SECONDS = "max_request_bytes", "max_repeats", "max_seconds"
+LIMIT_MEMORY_BYTES, LIMIT_HEADER_SECONDS = "max_memory_bytes", "header_seconds"
+MIN_MEMORY_BYTES = 16 * 2**20  # below this onnxruntime cannot create a session for the smallest model
 
 
 @dataclass(frozen=True)
@@ -61,8 +63,13 @@ class AgentLimits:
         max_request_bytes: largest accepted body (the ONNX models), checked from ``Content-Length``
             before the body is read.
         max_repeats: cap on ``settings.max_repeats`` (timed runs per attempt) and ``settings.warmup``.
-        max_seconds: cap on one measurement's wall time (session creation, warm-up, every attempt), and on
-            how long a request waits for the measurement lock before it is answered 503 (busy).
+        max_seconds: cap on one measurement's wall time (session creation, warm-up, every attempt: the
+            measuring process is killed past it), on how long a request waits for the measurement lock before
+            it is answered 503 (busy), and on how long its body may take to arrive.
+        max_memory_bytes: address space the measuring process may add to its size once onnxruntime is
+            imported (``RLIMIT_AS``); a model needing more is answered 422.
+        header_seconds: time a connection has to send its request line and headers (a client that trickles
+            them is dropped, so slow connections cannot hold the agent's few connection slots).
 
     Raises:
         UsageError: a limit below its minimum (the field names it).
@@ -71,6 +78,11 @@ class AgentLimits:
     max_request_bytes: int = 128 * 1024 * 1024  # a cold-weights entry: 32 MiB block + 15 MiB probe
     max_repeats: int = 1000  # the table's block protocol asks for <= 400
     max_seconds: float = 120.0  # a whole 224 px network on a Pi 4 takes a few seconds with the table's protocol
+    # 2 GiB of address space: the largest request (128 MiB of models, held ~3 times: the agent's copy, onnx's,
+    # onnxruntime's) plus the tensor-element cap at float32 (256 MiB), plus thread stacks and malloc arenas
+    # (empirical: a 2x ShuffleNet at batch 1 grows the process by ~250 MiB of address space).
+    max_memory_bytes: int = 2 * 2**30
+    header_seconds: float = 5.0  # a request's headers are ~1 kB: they arrive in milliseconds even over SSH
 
     def __post_init__(self) -> None:
         if self.max_request_bytes < 1024:
@@ -78,8 +90,13 @@ class AgentLimits:
                              field="max_request_mb")
         if self.max_repeats < 1:
             raise UsageError(f"max_repeats {self.max_repeats}: must be >= 1", field="max_repeats")
-        if not self.max_seconds > 0:
-            raise UsageError(f"max_seconds {self.max_seconds}: must be > 0", field="max_seconds")
+        if not 0 < self.max_seconds < float("inf"):
+            raise UsageError(f"max_seconds {self.max_seconds}: must be > 0 and finite", field="max_seconds")
+        if not 0 < self.header_seconds < float("inf"):
+            raise UsageError(f"header_seconds {self.header_seconds}: must be > 0 and finite", field="header_seconds")
+        if self.max_memory_bytes < MIN_MEMORY_BYTES:
+            raise UsageError(f"max_memory_bytes {self.max_memory_bytes}: too small for onnxruntime (>= "
+                             f"{MIN_MEMORY_BYTES // 2**20} MiB)", field="max_memory_mb")
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

@@ -12,36 +12,49 @@ reading it, status codes separate "refused" from "busy, retry", and anyone can p
 One connection per request (HTTP/1.0) keeps the client's retry logic simple: a request is independent and
 idempotent, so a dropped connection is retried whole.
 
-Security: no code runs but onnxruntime on a validated, self-contained ONNX model (no pickles, no
-``torch.load``, no external-data file references, no file paths from the client); a shared token compared
-in constant time; loopback unless told otherwise; request size, repeats and time capped; one
-measurement at a time.
+Security: no code runs but onnxruntime on a model such as nas exports (an allowlist of ONNX ops, no
+external data, local functions or subgraphs, static shapes, a cap on tensor elements:
+:mod:`nas.agent.checks`), in a child process killed past the time cap and limited in address space
+(:mod:`nas.agent.worker`); a shared token compared in constant time; loopback unless told otherwise; request
+line and headers within a few seconds and a byte budget, the body within the time cap, a few connections
+per peer (:mod:`nas.agent.bounded`); one measurement at a time.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hmac
+import http.client
+import io
 import ipaddress
 import json
+import os
+import shutil
 import socket
 import sys
+import tempfile
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any
+from typing import Any, Iterator
 from urllib.parse import parse_qs, urlsplit
 
 import nas.agent.protocol as wire
-from nas.agent.checks import check_device_threads, parse_request
-from nas.agent.measure import agent_identity, measure_request
+from nas.agent.bounded import MAX_HEADER_BYTES, DeadlineReader, PeerCounter, printable, strict_json
+from nas.agent.checks import check_device_threads, check_models, parse_request
+from nas.agent.measure import agent_identity
 from nas.agent.protocol import DEFAULT_PORT, PROTOCOL, AgentLimits
 from nas.agent.token import MIN_TOKEN_CHARS
+from nas.agent.worker import Worker
 from nas.errors import AgentError, MeasurementError, NasError
 
-__all__ = ["AgentServer", "is_loopback", "make_server"]
+__all__ = ["AgentServer", "is_loopback", "make_server", "private_workdir"]
 
 MAX_CONNECTIONS = 8  # concurrent connections; more are answered 503 at once (no unbounded thread growth)
-SOCKET_TIMEOUT_S = 60.0  # a client that stops sending mid-request is dropped after this long without data
+MAX_PER_PEER = 4  # concurrent connections from one address: a LAN peer cannot hold every slot (a loopback
+# client shares 127.0.0.1 with local users and SSH tunnels: there the header deadline is what frees slots)
+SOCKET_TIMEOUT_S = 60.0  # writes of an answer to a client that stopped reading give up after this long
+MAX_LENGTH_DIGITS = 15  # a Content-Length longer than this is not a byte count (the cap is far below 10**15)
 _SERVES = f"the agent serves GET {wire.IDENTITY_PATH} and POST {wire.MEASURE_PATH}"
 READ_CHUNK_BYTES = 1 << 20  # the body is read 1 MiB at a time, checking the deadline between chunks
 
@@ -72,8 +85,17 @@ class AgentServer(ThreadingHTTPServer):
         self.log = log if log is not None else sys.stderr
         self.measure_lock = threading.Lock()  # measurements never overlap (they would disturb each other)
         self.slots = threading.BoundedSemaphore(MAX_CONNECTIONS)
+        self.peers = PeerCounter(MAX_PER_PEER)
         self.stats = {wire.STAT_MEASUREMENTS: 0, "refused": 0, "started": round(time.time(), 3)}
         self._stats_lock = threading.Lock()
+        self.worker = Worker(limits=limits)
+        self.worker.start()  # warm: the first request does not wait for onnxruntime to import
+
+    def server_close(self) -> None:
+        super().server_close()
+        worker = getattr(self, "worker", None)  # None when the bind failed (socketserver closes at once)
+        if worker is not None:
+            worker.stop()
 
     @property
     def port(self) -> int:
@@ -84,8 +106,9 @@ class AgentServer(ThreadingHTTPServer):
             self.stats[key] += 1
 
     def say(self, line: str) -> None:
+        """One log line; control characters (e.g. from a request path) are escaped."""
         try:
-            self.log.write(f"[nas agent {time.strftime('%H:%M:%S')}] {line}\n")
+            self.log.write(f"[nas agent {time.strftime('%H:%M:%S')}] {printable(line, limit=2000)}\n")
             self.log.flush()
         except (OSError, ValueError):  # a closed stderr must not stop measuring
             pass
@@ -102,19 +125,38 @@ class _Handler(BaseHTTPRequestHandler):
     timeout = SOCKET_TIMEOUT_S
     server_version = f"nas-agent/{PROTOCOL}"
 
+    def setup(self) -> None:
+        super().setup()
+        self.rfile.close()  # replaced by a reader with deadlines (closing drops its hold on the socket)
+        # Request line and headers: within header_seconds and MAX_HEADER_BYTES, however slowly they trickle.
+        self.reader = DeadlineReader(self.connection, deadline=time.monotonic() + self.server.limits.header_seconds,
+                                     budget=MAX_HEADER_BYTES)
+        self.rfile = io.BufferedReader(self.reader)
+
+    def _busy(self, why: str) -> None:
+        body = json.dumps({wire.ERROR: f"agent busy: {why}; retry later"}).encode()
+        try:  # answered without reading anything of the request, then closed
+            self.wfile.write(b"HTTP/1.0 503 Service Unavailable\r\nContent-Type: application/json\r\n"
+                             b"Content-Length: %d\r\n\r\n%s" % (len(body), body))
+        except OSError:
+            pass
+
     def handle(self) -> None:
-        if not self.server.slots.acquire(blocking=False):
-            body = json.dumps({wire.ERROR: f"agent busy: more than {MAX_CONNECTIONS} connections"}).encode()
-            try:  # too many connections: answer without parsing, then close
-                self.wfile.write(b"HTTP/1.0 503 Service Unavailable\r\nContent-Type: application/json\r\n"
-                                 b"Content-Length: %d\r\n\r\n%s" % (len(body), body))
-            except OSError:
-                pass
-            return
+        peer = str(self.client_address[0])
+        if not self.server.peers.enter(peer):
+            return self._busy(f"more than {MAX_PER_PEER} connections from {peer}")
         try:
-            super().handle()
+            if not self.server.slots.acquire(blocking=False):
+                return self._busy(f"more than {MAX_CONNECTIONS} connections")
+            try:
+                super().handle()
+            except (OSError, http.client.HTTPException):
+                pass  # a client that went away or overran the header budget mid request line: nothing to answer
+            finally:
+                self.server.slots.release()
         finally:
-            self.server.slots.release()
+            self.server.peers.leave(peer)
+            self.headers = None  # type: ignore[assignment]  # nothing of a finished request is kept
 
     def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - http.server's signature
         pass  # one line per measurement or refusal is logged by the handlers instead
@@ -124,6 +166,7 @@ class _Handler(BaseHTTPRequestHandler):
         body = json.dumps(obj).encode("utf-8")
         self.close_connection = True
         try:
+            self.connection.settimeout(SOCKET_TIMEOUT_S)  # reads left it at the time left of their deadline
             self.send_response(status)
             self.send_header("Content-Type", "application/json")
             self.send_header("Content-Length", str(len(body)))
@@ -136,7 +179,7 @@ class _Handler(BaseHTTPRequestHandler):
     def _refuse(self, status: int, message: str) -> None:
         self.server.count("refused")
         self.server.say(f"refused {self.command} {urlsplit(self.path).path} from {self.client_address[0]}: "
-                        f"{status} {message}")
+                        f"{status} {message}")  # say() escapes the client's path
         self._send(status, {wire.ERROR: message})
 
     def _authorize(self) -> None:
@@ -164,14 +207,15 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _read_body(self, length: int) -> bytes:
         """``length`` bytes within ``max_seconds`` in all (a client trickling its body cannot hold the lock)."""
-        deadline = time.monotonic() + self.server.limits.max_seconds
+        seconds = self.server.limits.max_seconds
+        self.reader.body_phase(seconds)  # every read waits at most for the time left of the body's deadline
         parts, got = [], 0
         while got < length:  # bounded: each pass reads >= 1 byte, or raises on timeout / end of stream
-            if time.monotonic() > deadline:
-                raise _Refused(408, f"body not received within the agent's max_seconds limit {self.server.limits.max_seconds:g} s")
             try:
                 part = self.rfile.read1(min(length - got, READ_CHUNK_BYTES))
-            except (TimeoutError, OSError):
+            except TimeoutError:
+                raise _Refused(408, f"body not received within the agent's max_seconds limit {seconds:g} s") from None
+            except OSError:
                 part = b""
             if not part:
                 raise _Refused(400, f"body ended after {got} of {length} bytes")
@@ -199,16 +243,19 @@ class _Handler(BaseHTTPRequestHandler):
         device, threads, batch = check_device_threads(q.get(wire.DEVICE, "cpu"), threads, batch, measuring=False)
         ident = agent_identity(device=device, threads=threads, batch=batch, label=self.server.label)
         with self.server._stats_lock:
-            stats = dict(self.server.stats)
+            stats = dict(self.server.stats, killed=self.server.worker.kills)
         self._send(200, {"protocol": PROTOCOL, wire.IDENTITY: ident, wire.LIMITS: self.server.limits.to_dict(),
                          wire.STATS: stats})
 
     def _declared_length(self) -> int:
         """The body's ``Content-Length``, refused (411/413) before anything of the body is read."""
         length_s = self.headers.get("Content-Length")
-        if length_s is None or not length_s.strip().isdigit():
+        if length_s is None:
             raise _Refused(411, "Content-Length required (the ONNX model's size in bytes)")
-        length = int(length_s)
+        digits = length_s.strip()
+        if not (digits.isascii() and digits.isdigit()) or len(digits) > MAX_LENGTH_DIGITS:
+            raise _Refused(400, "Content-Length: not a byte count (ASCII digits)")
+        length = int(digits)
         cap = self.server.limits.max_request_bytes
         if length > cap:
             raise _Refused(413, f"model is {length / 2**20:.1f} MiB, this agent accepts at most {cap / 2**20:.1f} MiB "
@@ -223,9 +270,9 @@ class _Handler(BaseHTTPRequestHandler):
         # Everything up to the lock is decided from the headers alone: nothing of the body is read before.
         length = self._declared_length()
         try:
-            meta = json.loads(self.headers.get(wire.MEASURE_HEADER) or "null")
-        except json.JSONDecodeError:
-            raise _Refused(400, f"{wire.MEASURE_HEADER}: not JSON") from None
+            meta = strict_json(self.headers.get(wire.MEASURE_HEADER) or "null")
+        except ValueError as e:
+            raise _Refused(400, f"{wire.MEASURE_HEADER}: {e}") from None
         request = parse_request(meta, limits=self.server.limits, content_length=length)
         t_wait = time.monotonic()
         # Wait for the measurement in progress (at most one measurement's time cap), then read the body:
@@ -234,9 +281,10 @@ class _Handler(BaseHTTPRequestHandler):
             raise _Refused(503, "agent busy: another measurement held it past its max_seconds limit; retry later")
         try:
             waited = time.monotonic() - t_wait
-            body = self._read_body(length)
+            models = request.split(self._read_body(length))
+            check_models(models, request, limits=self.server.limits)
             t0 = time.monotonic()
-            ms = measure_request(request.split(body), request, limits=self.server.limits)
+            ms = self.server.worker.measure(models, request)
             seconds = time.monotonic() - t0
             self.server.count(wire.STAT_MEASUREMENTS)
         finally:
@@ -246,6 +294,24 @@ class _Handler(BaseHTTPRequestHandler):
         self.server.say(f"measured {shown}; {length / 1024:.0f} kB, {seconds:.1f} s")
         self._send(200, {wire.MEASUREMENTS: [m.to_dict() for m in ms], wire.SECONDS: round(seconds, 3),
                          wire.WAITED_S: round(waited, 3)})
+
+
+@contextlib.contextmanager
+def private_workdir() -> Iterator[str]:
+    """Run the block inside a new empty directory (mode 0700), removed afterwards: no relative path that
+    onnxruntime or a model could name resolves to a file of the user who started the agent.
+
+    Yields:
+        The directory's path.
+    """
+    previous = os.getcwd()
+    d = tempfile.mkdtemp(prefix="nas-agent-")  # mode 0700
+    os.chdir(d)
+    try:
+        yield d
+    finally:
+        os.chdir(previous)
+        shutil.rmtree(d, ignore_errors=True)
 
 
 def make_server(*, host: str = "127.0.0.1", port: int = DEFAULT_PORT, token: str, limits: AgentLimits | None = None,
