@@ -27,7 +27,8 @@ ALLOWED: dict[str, tuple[str, ...]] = {
     "nas.latency": ("nas.backends",),
     "nas.training": (),
     "nas.search": ("nas.latency", "nas.training", "nas.backends"),
-    "nas.export": ("nas.backends", "nas.latency", "nas.search.results", "nas.search.storage", "nas.training"),
+    "nas.export": ("nas.backends", "nas.latency", "nas.search.results", "nas.search.front", "nas.search.storage",
+                   "nas.training"),
     "nas.paper": ("nas.backends", "nas.latency"),
     "nas.cli": ("nas",),
 }
