@@ -21,7 +21,8 @@ from pathlib import Path
 import pytest
 
 from nas.agent import protocol
-from nas.agent.checks import MeasureRequest, check_onnx, parse_request
+from nas.agent.checks import check_onnx
+from nas.agent.request import MeasureRequest, parse_request
 from nas.agent.measure import measure_request
 from nas.agent.protocol import AgentLimits
 from nas.agent.token import load_or_create_token

@@ -13,7 +13,8 @@ import platform
 import time
 from typing import Any, Sequence
 
-from nas.agent.checks import MeasureRequest, check_models
+from nas.agent.checks import check_models
+from nas.agent.request import MeasureRequest
 from nas.agent.protocol import PROTOCOL, AgentLimits
 from nas.backends.base import MeasureSettings, Measurement
 from nas.backends.host import usable_cpus

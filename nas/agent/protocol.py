@@ -78,9 +78,9 @@ class AgentLimits:
     max_request_bytes: int = 128 * 1024 * 1024  # a cold-weights entry: 32 MiB block + 15 MiB probe
     max_repeats: int = 1000  # the table's block protocol asks for <= 400
     max_seconds: float = 120.0  # a whole 224 px network on a Pi 4 takes a few seconds with the table's protocol
-    # 2 GiB of address space: the largest request (128 MiB of models, held ~3 times: the agent's copy, onnx's,
-    # onnxruntime's) plus the tensor-element cap at float32 (256 MiB), plus thread stacks and malloc arenas
-    # (empirical: a 2x ShuffleNet at batch 1 grows the process by ~250 MiB of address space).
+    # 2 GiB of address space beyond the measuring process's idle ~200 MiB. Measured here: both probe halves
+    # with a 224 px 2x-SE ShuffleNet (a 46 MiB request) grow it by 155 MiB; a full 128 MiB request needs
+    # about 3x that, and the tensor-element cap (128 Mi elements) is 512 MiB as float32: 2 GiB covers both.
     max_memory_bytes: int = 2 * 2**30
     header_seconds: float = 5.0  # a request's headers are ~1 kB: they arrive in milliseconds even over SSH
 

@@ -41,7 +41,8 @@ from urllib.parse import parse_qs, urlsplit
 
 import nas.agent.protocol as wire
 from nas.agent.bounded import MAX_HEADER_BYTES, DeadlineReader, PeerCounter, printable, strict_json
-from nas.agent.checks import check_device_threads, check_models, parse_request
+from nas.agent.checks import check_models
+from nas.agent.request import check_device_threads, parse_request
 from nas.agent.measure import agent_identity
 from nas.agent.protocol import DEFAULT_PORT, PROTOCOL, AgentLimits
 from nas.agent.token import MIN_TOKEN_CHARS

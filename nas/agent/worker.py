@@ -23,7 +23,7 @@ import threading
 import time
 from typing import Any, Sequence
 
-from nas.agent.checks import MeasureRequest
+from nas.agent.request import MeasureRequest
 from nas.agent.protocol import AgentLimits
 from nas.backends.base import Measurement
 from nas.errors import MeasurementError
@@ -177,7 +177,8 @@ class Worker:
             except TimeoutError:
                 self._replace()
                 raise MeasurementError(f"measurement killed after {time.monotonic() - t0:.1f} s: past this agent's "
-                                       f"max_seconds limit {self.limits.max_seconds:g} s", field="max_seconds") from None
+                                       f"max_seconds limit {self.limits.max_seconds:g} s",
+                                       field="max_seconds") from None
             except _ChildGone as e:
                 self._replace()
                 raise MeasurementError(f"the measuring process died ({e}); the model may need more memory than "

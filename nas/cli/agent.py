@@ -63,8 +63,8 @@ def cmd_agent(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from nas.agent.protocol import DEFAULT_PORT, AgentLimits
-    from nas.agent.server import is_loopback, make_server, private_workdir
-    from nas.agent.token import load_or_create_token, token_file_is_private
+    from nas.agent.server import make_server, private_workdir
+    from nas.agent.token import load_or_create_token
 
     port = DEFAULT_PORT if args.port is None else args.port
     if not 0 <= port <= 65535:
