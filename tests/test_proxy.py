@@ -225,3 +225,35 @@ def test_old_import_paths_still_work():
     from nas.training import proxy
 
     assert proxy.zero_cost_score is zero_cost_score and proxy.ZERO_COST_METHODS == ZERO_COST_METHODS
+
+
+def test_accuracy_se_is_the_binomial_error_on_the_eval_count():
+    from nas.training.proxy import binomial_se
+
+    r = proxy_train(TINY, settings=FAST, seed=0)
+    assert r.eval_images == FAST.val_size == r.data["val"]
+    assert r.accuracy_se == pytest.approx(math.sqrt(r.accuracy * (1 - r.accuracy) / r.eval_images))
+    assert r.to_dict()["accuracy_se"] == r.accuracy_se and r.to_dict()["eval_images"] == r.eval_images
+    assert binomial_se(0.75, 1000) == pytest.approx(0.01369, abs=1e-5) and binomial_se(1.0, 10) == 0.0
+    for kw, field in ((dict(accuracy=0.5, n=0), "n"), (dict(accuracy=1.5, n=10), "accuracy")):
+        with pytest.raises(UsageError) as e:
+            binomial_se(**kw)
+        assert e.value.field == field
+
+
+def test_rungs_are_valid_and_increase_in_compute():
+    from nas.training.proxy import PROXY_RUNGS
+
+    rungs = list(PROXY_RUNGS.values())
+    assert list(PROXY_RUNGS) == [f"rung{k}" for k in range(len(rungs))] and len(rungs) >= 2
+    assert rungs[0] == PROXY_PRESETS["quick"]  # rung 0 is the quick proxy (same study identity)
+    bundled_train = 6000  # nas/_data: every rung must fit the default data set
+    for s in rungs:
+        s.validate()
+        assert s.val_size + (s.train_size or 0) <= bundled_train
+    images = [s.planned_steps() * s.batch_size for s in rungs]
+    assert all(b >= 2 * a for a, b in zip(images, images[1:])), images
+    assert rungs[0].planned_steps() == 39  # half a pass over 5,000 images in batches of 64
+    with pytest.raises(UsageError) as e:
+        ProxySettings(train_size=None).planned_steps()
+    assert e.value.field == "n_train"

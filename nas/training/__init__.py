@@ -16,10 +16,11 @@ import importlib
 from typing import Any
 
 __all__ = ["load_data", "proxy_train", "proxy_settings", "ProxySettings", "ProxyResult", "PROXY_PRESETS",
-           "zero_cost_score", "TrainSettings", "TrainResult"]
+           "PROXY_RUNGS", "binomial_se", "zero_cost_score", "TrainSettings", "TrainResult"]
 
 _HOME = {"load_data": "data", "proxy_train": "proxy", "proxy_settings": "proxy", "ProxySettings": "proxy",
-         "ProxyResult": "proxy", "PROXY_PRESETS": "proxy", "zero_cost_score": "zero_cost",
+         "ProxyResult": "proxy", "PROXY_PRESETS": "proxy",
+         "PROXY_RUNGS": "proxy", "binomial_se": "proxy", "zero_cost_score": "zero_cost",
          "TrainSettings": "train", "TrainResult": "train"}
 
 

@@ -16,6 +16,10 @@ Choices, and why (figures from ``benchmarks/bench_train_throughput.py`` and ``be
   tiny-map fast path (:mod:`nas.training.fastpath`) and a data path that stays in memory.
 * **Evaluation.** Each of ``reports`` evaluations re-estimates BN statistics from a few training batches
   first (:func:`nas.training.loop.recalibrate_bn`); the callback sees each accuracy and may stop the run.
+  The result carries the number of validation images and the accuracy's binomial standard error
+  (``ProxyResult.eval_images``, ``ProxyResult.accuracy_se``) so a search can say when a gap is noise.
+* **Fidelities.** :data:`PROXY_RUNGS` is the multi-fidelity ladder (rung 0 = ``quick``); its figures are in
+  ``benchmarks/bench_proxy_fidelity.py`` (Kendall tau against ``benchmarks/ground_truth.py``).
 * **Determinism.** One ``seed`` drives weight init, batch order and flips (a private generator; the caller's
   global RNG state is restored). On CPU with a fixed thread count the same seed gives the same accuracy.
 * **Grayscale** inputs (Fashion-MNIST) are fed as one channel (``in_channels=1``): only the stem's first conv
@@ -39,6 +43,8 @@ __all__ = [
     "ProxySettings",
     "ProxyResult",
     "PROXY_PRESETS",
+    "PROXY_RUNGS",
+    "binomial_se",
     "proxy_settings",
     "proxy_train",
     "Callback",
@@ -143,6 +149,24 @@ class ProxySettings:
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
+    def planned_steps(self, n_train: int | None = None) -> int:
+        """Optimizer steps a full (unpruned) run takes, as :func:`proxy_train` counts them.
+
+        Args:
+            n_train: training images available; default ``train_size``.
+
+        Returns:
+            ``steps`` if set, else ``ceil(epochs * (n_train // batch))`` (at least 1).
+
+        Raises:
+            UsageError: ``steps`` and ``train_size`` are both None and no ``n_train`` is given
+                (``field="n_train"``).
+        """
+        n = self.train_size if n_train is None else n_train
+        if self.steps is None and n is None:
+            raise UsageError("n_train is needed when neither steps nor train_size is set", field="n_train")
+        return _recipe(self, n if n is not None else self.batch_size).total_steps
+
 
 # Named budgets. Costs are wall seconds per candidate for ShuffleNetV2 1x on this project's 2-core CI VM;
 # smaller candidates are faster. The fidelity benchmark uses "quick" and "reference" (10x its steps).
@@ -153,6 +177,16 @@ PROXY_PRESETS: dict[str, ProxySettings] = {
     "standard": ProxySettings(epochs=2.0),
     # 10x quick's steps, same split and recipe: the fidelity benchmark's ground truth.
     "reference": ProxySettings(epochs=5.0),
+}
+
+
+# The multi-fidelity ladder (successive halving): rung k costs ~4^k x rung 0 in training steps. Every rung fits the
+# bundled subset (6,000 train images: 5,000 train + 1,000 validation), so a default search can climb it; the
+# steps grow, the data and validation split stay (the split is shared, so rungs rank on the same images).
+PROXY_RUNGS: dict[str, ProxySettings] = {
+    "rung0": PROXY_PRESETS["quick"],
+    "rung1": ProxySettings(epochs=2.0),  # 4x quick's steps (156 of 64 images)
+    "rung2": ProxySettings(epochs=8.0),  # 16x quick's steps (624)
 }
 
 
@@ -175,6 +209,26 @@ def proxy_settings(name: str) -> ProxySettings:
                          field="proxy_preset") from None
 
 
+def binomial_se(accuracy: float, n: int) -> float:
+    """Binomial standard error ``sqrt(p (1 - p) / n)`` of an accuracy ``p`` measured on ``n`` images.
+
+    Args:
+        accuracy: the measured accuracy in [0, 1].
+        n: images it was measured on.
+
+    Returns:
+        The standard error in the accuracy's units (0.0137 = 1.37 points at p = 0.75, n = 1,000).
+
+    Raises:
+        UsageError: ``n`` is not a positive integer or ``accuracy`` is outside [0, 1] (``field`` names it).
+    """
+    if not isinstance(n, int) or isinstance(n, bool) or n < 1:
+        raise UsageError(f"n={n!r}: must be a positive integer", field="n")
+    if not 0.0 <= accuracy <= 1.0:
+        raise UsageError(f"accuracy={accuracy!r}: must be in [0, 1]", field="accuracy")
+    return math.sqrt(accuracy * (1.0 - accuracy) / n)
+
+
 @dataclass(frozen=True)
 class ProxyResult:
     """Outcome of one proxy run.
@@ -182,6 +236,10 @@ class ProxyResult:
     Attributes:
         accuracy: top-1 validation accuracy in [0, 1] at the last evaluation (the one that stopped the run if
             it was pruned).
+        accuracy_se: binomial standard error of ``accuracy``, ``sqrt(p (1 - p) / eval_images)``: the
+            uncertainty from evaluating on a finite validation set only (not the seed-to-seed spread of the
+            training itself; :func:`binomial_se`).
+        eval_images: validation images ``accuracy`` was measured on.
         pruned: the callback stopped the run before its budget.
         steps: optimizer steps done; ``total_steps`` the budget.
         images_seen: training images processed.
@@ -195,6 +253,8 @@ class ProxyResult:
     """
 
     accuracy: float
+    accuracy_se: float
+    eval_images: int
     pruned: bool
     steps: int
     total_steps: int
@@ -266,8 +326,10 @@ def proxy_train(
         run = build_run(cfg, p, recipe, seed=seed, device=dev)
         out = _train_with_reports(run, s, callback=callback, progress=progress)
     step, batch = out["steps"], recipe.batch
+    n_eval = len(p.val_y)
     return ProxyResult(
-        **out, total_steps=recipe.total_steps, images_seen=step * batch,
+        **out, accuracy_se=binomial_se(out["accuracy"], n_eval), eval_images=n_eval,
+        total_steps=recipe.total_steps, images_seen=step * batch,
         images_per_second=step * batch / max(out["train_seconds"], 1e-9), prepare_seconds=prepare_seconds,
         params=sum(q.numel() for q in run.model.parameters()), seed=seed, device=str(dev), threads=threads,
         config_hash=cfg.hash(), data=dict(p.data), settings=s.to_dict(),
