@@ -75,6 +75,11 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
                    help="which ShuffleNetV2 presets get a proxy accuracy for reference (default all; --quick: "
                         "feasible)")
     s.add_argument("--no-prune", action="store_true", help="train every candidate to the end")
+    s.add_argument("--fidelity", choices=["single", "multi"], default="single",
+                   help="single (default): every candidate gets the proxy's steps; multi: successive halving, the "
+                        "top 1/eta near the front promoted to 4x and 16x the steps (--trials counts candidates)")
+    s.add_argument("--eta", type=int, default=3, help="multi-fidelity: promote the top 1/eta of a rung (default 3)")
+    s.add_argument("--rungs", type=int, default=3, help="multi-fidelity: rungs on the ladder, 2 or 3 (default 3)")
     s.add_argument("--quick", action="store_true",
                    help=f"demo: shipped space+table, bundled data, {QUICK_TRIALS} trials, {QUICK_STEPS}-step proxy")
     s.add_argument("--json", action="store_true", help="print one JSON object (its 'pareto' list) on stdout")
@@ -111,7 +116,8 @@ def _settings(args: argparse.Namespace, space: Any) -> Any:
     return SearchSettings(budgets=budgets, n_trials=trials, objective=args.objective, sampler=args.sampler,
                           seed=args.seed, proxy=args.proxy, proxy_settings=ps, data=args.data,
                           timeout_s=args.timeout, workers=workers, device=args.device,
-                          prune=not args.no_prune, presets=presets)
+                          prune=not args.no_prune, presets=presets, fidelity=args.fidelity, eta=args.eta,
+                          rungs=args.rungs)
 
 
 def _load_table(args: argparse.Namespace, space: Any, settings: Any) -> Any:

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 from nas.errors import UsageError
 from nas.search.budgets import DEFAULT_NUM_CLASSES
+from nas.search.fidelity import fidelity_info
 from nas.search.settings import SearchSettings
 from nas.search.storage import ClaimLock, make_storage
 
@@ -63,6 +64,8 @@ def study_attrs(space: "SearchSpace", table: "LatencyTable | None", settings: Se
         "data": settings.data,
         "num_classes": table.num_classes if table is not None else DEFAULT_NUM_CLASSES,
         "sampler": settings.sampler,
+        "fidelity": fidelity_info(settings.fidelity, eta=settings.eta, rungs=settings.rungs,
+                                  base=settings.proxy_settings),
         "metric_names": ["accuracy" if settings.proxy == "train" else "score",
                          "latency_ms" if settings.objective == "latency" else "mflops"],
     }
@@ -82,6 +85,8 @@ def check_same(name: str, stored: dict[str, Any], now: dict[str, Any]) -> None:
         diffs.append(f"budgets {stored.get('budgets')} vs {now['budgets']}")
     if stored.get("proxy") != now["proxy"]:
         diffs.append("proxy settings")
+    if (stored.get("fidelity") or {"mode": "single"}) != now["fidelity"]:  # older studies: single fidelity
+        diffs.append(f"fidelity {(stored.get('fidelity') or {}).get('mode', 'single')} vs {now['fidelity']['mode']}")
     fp = lambda t: t and t.get("fingerprint")  # noqa: E731
     if fp(stored.get("table")) != fp(now["table"]):
         diffs.append("latency table")
@@ -99,11 +104,13 @@ def study_name_for(space: "SearchSpace", settings: SearchSettings, *, quick: boo
         quick: ``nas search --quick``'s demo study (suffix ``-quick``).
 
     Returns:
-        ``<space>-<budgets>-<objective>[-<proxy>][-quick]``, with characters other than ``A-Za-z0-9._-`` as ``_``.
+        ``<space>-<budgets>-<objective>[-<proxy>][-multi][-quick]``, with characters other than ``A-Za-z0-9._-`` as ``_``.
     """
     parts = [space.name, *[b.text for b in settings.budgets], settings.objective]
     if settings.proxy != "train":
         parts.append(settings.proxy)
+    if settings.fidelity == "multi":
+        parts.append("multi")
     if quick:
         parts.append("quick")
     return re.sub(r"[^A-Za-z0-9._-]+", "_", "-".join(parts))

@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Any, Callable, Literal, Sequence
 
 from nas.errors import NasError, UsageError
 from nas.search.budgets import check_budgets
+from nas.search.fidelity import planned_trials
 from nas.search.identity import create_or_load, study_attrs, study_name_for
 from nas.search.presets import score_presets
 from nas.search.results import Progress, SearchResult, SearchStatus, TrialRecord, pareto_records
@@ -57,7 +58,8 @@ def run_search(space: "SearchSpace", *, budgets: "Sequence[Budget | str]", table
                proxy: Literal["train", "zero-cost"] = "train", proxy_settings: "ProxySettings | str" = "quick",
                data: str = "bundled", timeout_s: float | None = None, workers: int = 1, device: str = "cpu",
                prune: bool = True, presets: Literal["all", "feasible", "none"] = "all", threads: int | None = None,
-               progress: Progress | None = None) -> SearchResult:
+               progress: Progress | None = None, fidelity: Literal["single", "multi"] = "single", eta: int = 3,
+               rungs: int = 3) -> SearchResult:
     """Search ``space`` under ``budgets``: the Python entry point (``nas search`` does the same).
 
     Args:
@@ -69,7 +71,7 @@ def run_search(space: "SearchSpace", *, budgets: "Sequence[Budget | str]", table
         study: the study name; default from the space, budgets and objective (the same call resumes it).
         storage: an Optuna storage URL or SQLite path; default SQLite ``study.db`` in ``out_dir``.
         out_dir: the results folder (default ``runs/<study>``).
-        objective, sampler, seed, proxy, data, timeout_s, workers, device, prune, presets: see
+        objective, sampler, seed, proxy, data, timeout_s, workers, device, prune, presets, fidelity, eta, rungs: see
             :class:`~nas.search.settings.SearchSettings`.
         proxy_settings: a :class:`~nas.training.proxy.ProxySettings` or a preset name (``"quick"``, ...).
         threads: torch threads per worker (default 1).
@@ -93,7 +95,7 @@ def run_search(space: "SearchSpace", *, budgets: "Sequence[Budget | str]", table
     ps = proxy_preset(proxy_settings) if isinstance(proxy_settings, str) else proxy_settings
     settings = SearchSettings(budgets=parsed, n_trials=n_trials, objective=objective, sampler=sampler, seed=seed,
                               proxy=proxy, proxy_settings=ps, data=data, timeout_s=timeout_s, workers=workers,
-                              device=device, prune=prune, presets=presets)
+                              device=device, prune=prune, presets=presets, fidelity=fidelity, eta=eta, rungs=rungs)
     name = study or study_name_for(space, settings)
     return search(space, settings=settings, study=name, table=table, storage=storage, out_dir=out_dir,
                   threads=threads, progress=progress)
@@ -139,9 +141,12 @@ def search(space: "SearchSpace", *, settings: SearchSettings, study: str, table:
     job = Job(space=space, table=table, settings=settings, study=study, url=url, threads=threads, deadline=deadline)
     view = open_study(study=study, storage=url)
 
+    total = settings.n_trials if settings.fidelity == "single" else planned_trials(
+        settings.n_trials, eta=settings.eta, rungs=settings.rungs)  # promotions come on top of the candidates
+
     def report(phase: str = "search", message: str = "") -> None:
         if progress is not None:
-            progress(_status(view, settings.n_trials, phase, message))
+            progress(_status(view, total, phase, message))
 
     report()
     if settings.workers == 1:

@@ -15,6 +15,7 @@ SAMPLERS = ("tpe", "nsga2", "gp", "random", "evolution")
 OBJECTIVES = ("latency", "flops")
 PROXIES = ("train", "zero-cost")
 PRESET_CHOICES = ("all", "feasible", "none")
+FIDELITIES = ("single", "multi")
 
 
 @dataclass(frozen=True)
@@ -40,6 +41,11 @@ class SearchSettings:
         prune: stop dominated candidates early (see :mod:`nas.search.workers`).
         presets: which ShuffleNetV2 presets get a proxy accuracy for reference: ``all``, ``feasible`` (those
             within every budget) or ``none``; MACs and latency are always given.
+        fidelity: ``"single"`` (every candidate trained with ``proxy_settings``) or ``"multi"`` (successive
+            halving over rungs of 1x, 4x, 16x its steps, :mod:`nas.search.fidelity`; ``n_trials`` then counts
+            rung-0 candidates, promotions come on top).
+        eta: multi-fidelity: the top ``1/eta`` of a rung is promoted.
+        rungs: multi-fidelity: rungs on the ladder (2 or 3).
     """
 
     budgets: tuple[Budget, ...]
@@ -55,6 +61,9 @@ class SearchSettings:
     device: str = "cpu"
     prune: bool = True
     presets: Literal["all", "feasible", "none"] = "all"
+    fidelity: Literal["single", "multi"] = "single"
+    eta: int = 3
+    rungs: int = 3
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "budgets", tuple(self.budgets))
@@ -75,3 +84,13 @@ class SearchSettings:
             raise UsageError(f"timeout {self.timeout_s!r}: must be a positive number of seconds", field="timeout")
         if self.presets not in PRESET_CHOICES:
             raise UsageError(f"presets {self.presets!r}: choose all, feasible or none", field="presets")
+        if self.fidelity not in FIDELITIES:
+            raise UsageError(f"fidelity {self.fidelity!r}: choose single or multi", field="fidelity")
+        if not isinstance(self.eta, int) or isinstance(self.eta, bool) or self.eta < 2:
+            raise UsageError(f"eta {self.eta!r}: must be an integer of at least 2", field="eta")
+        from nas.search.fidelity import rung_factors
+
+        rung_factors(self.rungs)  # raises UsageError(field="rungs") off the ladder
+        if self.fidelity == "multi" and self.proxy != "train":
+            raise UsageError("fidelity 'multi' trains candidates longer at each rung; the zero-cost proxy has no "
+                             "training to lengthen: use fidelity 'single'", field="fidelity")

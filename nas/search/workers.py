@@ -27,6 +27,8 @@ from typing import TYPE_CHECKING, Any, Callable
 from nas.arch import ArchConfig
 from nas.errors import NasError, TrainingDivergedError
 from nas.search.budgets import Figures, Scorer, describe_violation
+from nas.search.fidelity import next_promotion, promotion_attrs, rung_entry, rung_settings
+from nas.search.front import rung_of
 from nas.search.liveness import Heartbeat, fail_stale, worker_tag
 from nas.search.results import record_attrs
 from nas.search.sampler import make_sampler, suggest_config
@@ -86,17 +88,36 @@ class Worker:
         self.dataset = None
 
     def _claim(self) -> "optuna.trial.Trial | None":
+        """Under the claim lock: a promotion if one is due (multi-fidelity), else a new trial while fewer than
+        ``n_trials`` exist (rung-0 trials, under multi-fidelity); None when the study is done."""
         from optuna.trial import TrialState
+
+        from nas.search.results import TrialRecord
 
         with self.lock:
             fail_stale(self.study, self.storage)
-            taken = [t for t in self.study.get_trials(deepcopy=False) if t.state != TrialState.WAITING]
+            trials = self.study.get_trials(deepcopy=False)
+            if self.s.fidelity == "multi":
+                records = [TrialRecord.from_trial(t) for t in trials]
+                promo = next_promotion(records, eta=self.s.eta, rungs=self.s.rungs)
+                if promo is not None:
+                    parent, rung = promo
+                    self.study.enqueue_trial(dict(next(t for t in trials if t.number == parent.number).params),
+                                             user_attrs=promotion_attrs(parent, rung), skip_if_exists=False)
+                    return self._ask()
+                trials = [t for t, r in zip(trials, records) if rung_of(r) == 0]
+            taken = [t for t in trials if t.state != TrialState.WAITING]
             if len(taken) >= self.s.n_trials:
                 return None
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")  # "heartbeat is supposed to be used with optimize": we beat
-                trial = self.study.ask()
-            record_attrs(trial, {"worker": self.tag})
+            return self._ask()
+
+    def _ask(self) -> "optuna.trial.Trial":
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # "heartbeat is supposed to be used with optimize": we beat
+            trial = self.study.ask()
+        record_attrs(trial, {"worker": self.tag})
+        if self.s.fidelity == "multi" and "rung" not in trial.user_attrs:
+            record_attrs(trial, {"rung": 0, "candidate": trial.number})
         return trial
 
     def run(self, *, barrier: Any = None) -> int:
@@ -112,7 +133,8 @@ class Worker:
             except Exception:  # a sibling failed to start: go on alone
                 pass
         ran = 0
-        for _ in range(self.s.n_trials):  # each pass claims one of at most n_trials trials, or stops
+        bound = self.s.n_trials * (self.s.rungs if self.s.fidelity == "multi" else 1)  # promotions: < n per rung
+        for _ in range(bound):  # each pass claims one trial, or stops
             if self.job.deadline is not None and time.time() >= self.job.deadline:
                 break
             if self.job.parent_pid is not None and os.getppid() != self.job.parent_pid:
@@ -155,7 +177,8 @@ class Worker:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # e.g. TPE's "sampled independently" when the guard drops a knob
             config = suggest_config(trial, self.job.space, seed=s.seed)
-        proposal = self.sampler.note(trial.number) or "enqueued"
+        rung = int(trial.user_attrs.get("rung") or 0)
+        proposal = "promotion" if rung > 0 else (self.sampler.note(trial.number) or "enqueued")
         f = self.scorer.figures(config)
         cost = self.scorer.cost(f)
         slacks = self.scorer.slacks(f)
@@ -195,18 +218,37 @@ class Worker:
         from nas.training.proxy import proxy_train
 
         s = self.s
+        rung = int(trial.user_attrs.get("rung") or 0)
         history: list[list[float]] = []
-        cb = self._pruner(cost, history) if s.prune else (lambda step, acc: history.append([step, acc]))
-        r = proxy_train(config, data=self._data(), settings=s.proxy_settings, seed=s.seed, callback=cb,
-                        device=s.device)
+        # A promoted candidate was already selected by its rung: it is trained to the end.
+        prune = s.prune and rung == 0
+        cb = self._pruner(cost, history) if prune else (lambda step, acc: history.append([step, acc]))
+        ps = rung_settings(s.proxy_settings, rung, rungs=s.rungs) if s.fidelity == "multi" else s.proxy_settings
+        r = proxy_train(config, data=self._data(), settings=ps, seed=s.seed, callback=cb, device=s.device)
         record_attrs(trial, {"accuracy": r.accuracy, "accuracy_se": r.accuracy_se, "eval_images": r.eval_images,
                              "history": [list(h) for h in r.history], "steps": r.steps,
                              "total_steps": r.total_steps, "pruned": r.pruned, "trained": True,
                              "train_s": round(r.train_seconds, 3), "duration_s": _elapsed(t0)})
+        if s.fidelity == "multi" and not r.pruned:
+            self._record_rungs(trial, rung, r)
         if r.pruned:
             self.study.tell(trial, state=TrialState.PRUNED)
         else:
             self.study.tell(trial, [r.accuracy, cost])
+
+    def _record_rungs(self, trial: "optuna.trial.Trial", rung: int, r: Any) -> None:
+        """``rung_steps`` and ``rungs``: the parent's rung results plus this one (multi-fidelity)."""
+        from nas.search.results import TrialRecord
+
+        before: list[dict[str, Any]] = []
+        parent = trial.user_attrs.get("parent")
+        if parent is not None:
+            prec = TrialRecord.from_trial(self.study._storage.get_trial(
+                self.study._storage.get_trial_id_from_study_id_trial_number(self.study._study_id, int(parent))))
+            before = list(prec.rungs or [])
+        entry = rung_entry(rung=rung, trial=trial.number, steps=r.total_steps, accuracy=r.accuracy,
+                           accuracy_se=r.accuracy_se, seconds=r.train_seconds)
+        record_attrs(trial, {"rung_steps": r.total_steps, "rungs": [*before, entry]})
 
     def _fail(self, trial: Any, why: str, t0: float) -> None:
         from optuna.trial import TrialState

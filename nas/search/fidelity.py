@@ -1,0 +1,144 @@
+"""Multi-fidelity search: asynchronous successive halving (ASHA, Li et al. 2020) over the proxy's rung ladder.
+
+* **Rungs.** Rung ``k`` trains the search's proxy for ``factor_k`` times its steps (:func:`rung_settings`), the
+  factors taken from :data:`nas.training.proxy.PROXY_RUNGS` (1x, 4x, 16x quick's steps); data, split and
+  recipe stay, so every rung ranks on the same validation images.
+* **Candidates and trials.** Every new network starts at rung 0 (``settings.n_trials`` counts these). A
+  promotion is a new trial, enqueued with the same parameters and the attributes ``rung``, ``parent`` (the
+  trial promoted) and ``candidate`` (the rung-0 trial), because a finished Optuna trial cannot be updated;
+  every trial also stores ``rungs``: the candidate's result at each rung so far.
+* **Promotion** (:func:`next_promotion`), asynchronous: a candidate at rung ``r`` is promoted when it is among
+  the top ``1/eta`` by accuracy of the rung's finished trials (pruned ones count, as losers) **and** near the
+  rung's own front: its accuracy plus one standard error reaches the best rung-``r`` accuracy at no higher cost.
+  Higher rungs are promoted first. The decision runs under the study's
+  :class:`~nas.search.storage.ClaimLock` with the enqueue, so two workers (SQLite or PostgreSQL) never promote
+  one candidate twice. A promotion whose trial failed (e.g. its worker was killed) is retried, at most
+  :data:`MAX_ATTEMPTS` times in all: a resumed search loses no rung.
+* **The front** takes each candidate at the highest rung it reached (:mod:`nas.search.front`).
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any, Sequence
+
+from nas.errors import UsageError
+from nas.search.front import candidate_of, rung_of
+
+if TYPE_CHECKING:  # pragma: no cover
+    from nas.search.results import TrialRecord
+    from nas.training.proxy import ProxySettings
+
+__all__ = ["rung_factors", "rung_settings", "next_promotion", "planned_trials", "fidelity_info", "promotion_attrs",
+           "rung_entry", "MAX_ATTEMPTS"]
+
+MAX_ATTEMPTS = 2  # tries of one promotion (a killed or diverged run is retried once, then left)
+
+
+def rung_factors(rungs: int) -> list[float]:
+    """Steps of rung k relative to rung 0, for ``rungs`` rungs.
+
+    Args:
+        rungs: how many rungs (2 .. the ladder's length).
+
+    Returns:
+        ``[1.0, 4.0, 16.0][:rungs]`` with today's :data:`~nas.training.proxy.PROXY_RUNGS`.
+
+    Raises:
+        UsageError: ``rungs`` outside the ladder (``field="rungs"``).
+    """
+    from nas.training.proxy import PROXY_RUNGS
+
+    ladder = list(PROXY_RUNGS.values())
+    if not isinstance(rungs, int) or isinstance(rungs, bool) or not 2 <= rungs <= len(ladder):
+        raise UsageError(f"rungs {rungs!r}: must be an integer from 2 to {len(ladder)}", field="rungs")
+
+    def size(s: "ProxySettings") -> float:  # the ladder is written in epochs or steps over one data amount
+        return float(s.steps) if s.steps is not None else float(s.epochs)
+
+    return [size(s) / size(ladder[0]) for s in ladder[:rungs]]
+
+
+def rung_settings(base: "ProxySettings", rung: int, *, rungs: int) -> "ProxySettings":
+    """The proxy settings of ``rung``: ``base`` with its steps (or epochs) times the rung's factor.
+
+    Args:
+        base: the search's proxy settings (rung 0).
+        rung: the rung index.
+        rungs: the ladder's length.
+
+    Returns:
+        The settings (``base`` itself at rung 0).
+    """
+    f = rung_factors(rungs)[rung]
+    if rung == 0:
+        return base
+    if base.steps is not None:
+        return base.replace(steps=max(1, round(base.steps * f)))
+    return base.replace(epochs=base.epochs * f)
+
+
+def planned_trials(n_trials: int, *, eta: int, rungs: int) -> int:
+    """About how many trials a multi-fidelity study runs: ``n`` at rung 0, ``n / eta^k`` at rung k."""
+    return n_trials + sum(n_trials // eta**k for k in range(1, rungs))
+
+
+def fidelity_info(mode: str, *, eta: int, rungs: int, base: "ProxySettings") -> dict[str, Any]:
+    """The study attribute ``fidelity``: the mode and, for ``multi``, eta and each rung's proxy budget."""
+    if mode != "multi":
+        return {"mode": "single"}
+    ladder = [{"rung": k, "steps": rung_settings(base, k, rungs=rungs).steps,
+               "epochs": rung_settings(base, k, rungs=rungs).epochs} for k in range(rungs)]
+    return {"mode": "multi", "eta": eta, "rungs": ladder}
+
+
+def _near_front(c: "TrialRecord", done: Sequence["TrialRecord"]) -> bool:
+    """Its accuracy plus one SE reaches the best accuracy of the rung at no higher cost."""
+    from nas.search.front import accuracy_se
+
+    acc, cost = c.values[0], c.values[1]  # type: ignore[index]
+    best = max(r.values[0] for r in done if r.values[1] <= cost)  # type: ignore[index]  # c itself is in done
+    se = accuracy_se(c.accuracy, se=c.accuracy_se, n=c.eval_images) or 0.0
+    return acc + se >= best
+
+
+def next_promotion(records: Sequence["TrialRecord"], *, eta: int, rungs: int) -> tuple["TrialRecord", int] | None:
+    """The next candidate to promote and its new rung, or None (see the module docstring).
+
+    Args:
+        records: every trial of the study (any state; WAITING promotions count as made).
+        eta: keep the top ``1/eta`` of each rung.
+        rungs: the ladder's length.
+
+    Returns:
+        ``(trial to promote, its next rung)``, the most accurate eligible trial of the highest rung first.
+    """
+    attempts: dict[tuple[int, int], list[str]] = {}
+    for r in records:
+        if r.parent is not None:
+            attempts.setdefault((int(r.parent), rung_of(r)), []).append(r.state)
+    for rung in range(rungs - 2, -1, -1):
+        at = [r for r in records if rung_of(r) == rung]
+        done = [r for r in at if r.state == "COMPLETE" and r.values is not None and r.infeasible_reason() is None]
+        finished = len(done) + sum(1 for r in at if r.state == "PRUNED")
+        k = finished // eta
+        if k == 0:
+            continue
+        for c in sorted(done, key=lambda r: (-r.values[0], r.number))[:k]:  # type: ignore[index]
+            tries = attempts.get((c.number, rung + 1), [])
+            if any(s != "FAIL" for s in tries) or len(tries) >= MAX_ATTEMPTS:
+                continue  # promoted already (running, waiting or done), or given up
+            if _near_front(c, done):
+                return c, rung + 1
+    return None
+
+
+def promotion_attrs(parent: "TrialRecord", rung: int) -> dict[str, Any]:
+    """The attributes a promotion trial is enqueued with."""
+    return {"rung": rung, "parent": parent.number, "candidate": candidate_of(parent)}
+
+
+def rung_entry(*, rung: int, trial: int, steps: int, accuracy: float, accuracy_se: float | None,
+               seconds: float) -> dict[str, Any]:
+    """One element of the ``rungs`` attribute."""
+    return {"rung": rung, "trial": trial, "steps": steps, "accuracy": accuracy, "accuracy_se": accuracy_se,
+            "seconds": round(seconds, 3)}
