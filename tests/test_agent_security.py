@@ -361,6 +361,24 @@ def test_the_agent_runs_in_a_private_empty_directory(s):
     assert Path(f"/proc/{s.agent.proc.pid}/cwd").resolve() == workdir.resolve()
 
 
+def test_the_check_cache_answers_only_for_equal_bytes(monkeypatch):
+    import nas.agent.checks as checks
+
+    calls = []
+    real = checks.check_onnx
+    monkeypatch.setattr(checks, "check_onnx", lambda b, **kw: calls.append(1) or real(b, **kw))
+    cache, good = checks.CheckCache(entries=2), _small_onnx()
+    kw = dict(input_shape=(1, 3, 32, 32), max_elements=10**6, max_tensor_elements=10**6)
+    assert cache.check(good, **kw) == cache.check(bytes(bytearray(good)), **kw) and len(calls) == 1
+    evil = good.replace(b"Relu", b"Loop")  # same length, other bytes: checked, and refused
+    assert len(evil) == len(good)
+    with pytest.raises(AgentError):
+        cache.check(evil, **kw)
+    assert len(calls) == 2
+    cache.check(good, **{**kw, "max_elements": 10**7})  # other caps: checked again
+    assert len(calls) == 3
+
+
 def test_resident_memory_after_the_attacks_stays_below_twice_idle(s):
     """Runs last in this module: after every attack above."""
     s.valid()

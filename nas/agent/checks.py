@@ -16,7 +16,7 @@ from nas.agent.protocol import MODELS, AgentLimits
 from nas.agent.request import MeasureRequest
 from nas.errors import AgentError
 
-__all__ = ["ALLOWED_OPS", "ONNX_DOMAINS", "MAX_NODES", "check_models", "check_onnx", "element_cap", "model_tensors",
+__all__ = ["ALLOWED_OPS", "ONNX_DOMAINS", "MAX_NODES", "CheckCache", "check_models", "check_onnx", "element_cap", "model_tensors",
            "tensor_cap"]
 
 # --------------------------------------------------------------------------- the models
@@ -33,10 +33,10 @@ ONNX_DOMAINS = frozenset({"", "ai.onnx"})  # the standard operator set only: no 
 MAX_NODES = 50_000  # nodes per model; the largest nas graph (32 cold copies of a head) has ~1,000
 # Caps on tensor elements, per byte of the agent's max_request_bytes (at the default 128 MiB: one tensor at most
 # 32 Mi elements = 128 MiB as float32; all tensors of a request, every intermediate counted, 128 Mi elements).
-# What nas sends at batch 1 (tests/test_agent_security.py, and a sweep of all 1030 blocks of the shipped space
-# with their cold replicas): largest tensor 1.4 M elements (a guideline network), largest request ~85 M (32
-# cold copies of a 1168-wide down block, ~2.5 M per copy, with the probe), so batches up to ~20 fit per
-# tensor and the cold requests fit with ~50 % to spare.
+# What nas sends at batch 1 (tests/test_agent_security.py, and a one-off sweep of all 1030 blocks of the shipped
+# space with their 364 cold replicas): largest tensor 1.4 M elements (a guideline network), largest request
+# 89 M (32 cold copies of a 292-wide 7x7 SE basic unit at 28 px, 81 M, with both probe halves, 7 M). So
+# batches up to ~20 fit per tensor, and the largest cold request fits with 1.5x to spare.
 TENSOR_ELEMENTS_PER_REQUEST_BYTE = 0.25
 ELEMENTS_PER_REQUEST_BYTE = 1.0
 SMALL_INITIALIZER_ELEMENTS = 64  # initializers kept in the shape-inference copy (shape constants); the rest
@@ -244,9 +244,47 @@ def check_onnx(onnx_bytes: bytes, *, input_shape: Sequence[int], max_elements: i
     return _count_elements(model, max_elements, max_elements if max_tensor_elements is None else max_tensor_elements)
 
 
-def check_models(models: Sequence[bytes], request: MeasureRequest, *, limits: AgentLimits) -> None:
+class CheckCache:
+    """Models that passed :func:`check_onnx` (their bytes, input shape and caps, and element total): the table
+    sends the same probe in every request, and checking its 15 MB again costs ~70 ms here (ONNX shape inference
+    with data propagation) where comparing the bytes costs ~3 ms. The check is deterministic, so an equal
+    model would pass again; a hash would cost ~40 ms for 15 MB on this machine, more than half the check.
+
+    Args:
+        entries: models kept (least recently used dropped first).
+        max_bytes: bytes kept in all (a model larger than this is never kept).
+    """
+
+    def __init__(self, entries: int = 8, max_bytes: int = 64 * 2**20) -> None:
+        self.entries, self.max_bytes = entries, max_bytes
+        self._passed: list[tuple[bytes, tuple[Any, ...], int]] = []  # (bytes, (shape, caps), total), newest last
+
+    def check(self, onnx_bytes: bytes, *, input_shape: Sequence[int], max_elements: int,
+              max_tensor_elements: int) -> int:
+        """:func:`check_onnx`, answered from the cache for a model equal to one that passed."""
+        key = (tuple(input_shape), max_elements, max_tensor_elements)
+        for i, (b, k, total) in enumerate(self._passed):
+            if k == key and len(b) == len(onnx_bytes) and b == onnx_bytes:
+                self._passed.append(self._passed.pop(i))
+                return total
+        total = check_onnx(onnx_bytes, input_shape=input_shape, max_elements=max_elements,
+                           max_tensor_elements=max_tensor_elements)
+        self._passed.append((bytes(onnx_bytes), key, total))
+        while len(self._passed) > self.entries or sum(len(b) for b, _, _ in self._passed) > self.max_bytes:
+            self._passed.pop(0)
+        return total
+
+
+def check_models(models: Sequence[bytes], request: MeasureRequest, *, limits: AgentLimits,
+                 cache: CheckCache | None = None) -> None:
     """:func:`check_onnx` on each model of a request, and the elements of all of them under
     :func:`element_cap`.
+
+    Args:
+        models: the request's ONNX models, in body order.
+        request: the checked request metadata.
+        limits: the agent's caps.
+        cache: models that passed before (the server keeps one; none: every model is checked).
 
     Raises:
         AgentError: a model is refused (the message starts with ``models[i]`` when there are several), or the
@@ -255,9 +293,10 @@ def check_models(models: Sequence[bytes], request: MeasureRequest, *, limits: Ag
     if len(models) != len(request.input_shapes):
         raise AgentError(f"{len(models)} models for {len(request.input_shapes)} input shapes", field=MODELS)
     cap, per_tensor, total = element_cap(limits), tensor_cap(limits), 0
+    check = cache.check if cache is not None else check_onnx
     for i, (onnx_bytes, shape) in enumerate(zip(models, request.input_shapes)):
         try:
-            total += check_onnx(onnx_bytes, input_shape=shape, max_elements=cap, max_tensor_elements=per_tensor)
+            total += check(onnx_bytes, input_shape=shape, max_elements=cap, max_tensor_elements=per_tensor)
         except AgentError as e:
             raise AgentError(f"models[{i}]: {e}" if len(models) > 1 else str(e), field=e.field) from None
     if total > cap:

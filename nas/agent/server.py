@@ -41,7 +41,7 @@ from urllib.parse import parse_qs, urlsplit
 
 import nas.agent.protocol as wire
 from nas.agent.bounded import MAX_HEADER_BYTES, DeadlineReader, PeerCounter, printable, strict_json
-from nas.agent.checks import check_models
+from nas.agent.checks import CheckCache, check_models
 from nas.agent.request import check_device_threads, parse_request
 from nas.agent.measure import agent_identity
 from nas.agent.protocol import DEFAULT_PORT, PROTOCOL, AgentLimits
@@ -89,6 +89,7 @@ class AgentServer(ThreadingHTTPServer):
         self.peers = PeerCounter(MAX_PER_PEER)
         self.stats = {wire.STAT_MEASUREMENTS: 0, "refused": 0, "started": round(time.time(), 3)}
         self._stats_lock = threading.Lock()
+        self.checked = CheckCache()  # the probe, sent in every request, is checked once
         self.worker = Worker(limits=limits)
         self.worker.start()  # warm: the first request does not wait for onnxruntime to import
 
@@ -283,7 +284,7 @@ class _Handler(BaseHTTPRequestHandler):
         try:
             waited = time.monotonic() - t_wait
             models = request.split(self._read_body(length))
-            check_models(models, request, limits=self.server.limits)
+            check_models(models, request, limits=self.server.limits, cache=self.server.checked)
             t0 = time.monotonic()
             ms = self.server.worker.measure(models, request)
             seconds = time.monotonic() - t0
