@@ -361,6 +361,18 @@ def test_the_agent_runs_in_a_private_empty_directory(s):
     assert Path(f"/proc/{s.agent.proc.pid}/cwd").resolve() == workdir.resolve()
 
 
+def test_a_measuring_child_killed_while_idle_is_replaced(s):
+    import os
+    import signal
+
+    pid = s.agent.proc.pid
+    children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+    assert len(children) == 1  # the warm measuring child
+    os.kill(int(children[0]), signal.SIGKILL)  # as the OOM killer would
+    time.sleep(0.2)
+    s.valid()
+
+
 def test_the_check_cache_answers_only_for_equal_bytes(monkeypatch):
     import nas.agent.checks as checks
 

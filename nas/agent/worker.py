@@ -137,6 +137,8 @@ class Worker:
         return obj
 
     def _wait_ready(self) -> None:
+        if self.proc is not None and self.proc.poll() is not None:  # died while idle (e.g. the OOM killer)
+            self._replace()
         if self.proc is None:
             self.start()
         if not self.ready:
