@@ -70,6 +70,8 @@ def test_build_is_complete_self_describing_and_calibrated(built, tiny_dir):
               "network_settings", "probe", "calibration", "method", "entries"):
         assert k in doc
     assert doc["space"]["hash"] == space.hash and doc["identity"]["runtime"] == "onnxruntime"
+    assert doc["space"]["source"] == "tiny.toml"  # no machine-local directory in a file written for sharing
+    assert "transfer" not in doc  # only a transferred table has one
     assert doc["probe"]["ref_ms"] > 0 and len(doc["probe"]["samples"]) >= 2
     basics = [e for e in table.entries.values() if e.key.kind == "basic"]
     assert basics and all(2 <= len(e.runs()) <= 3 for e in basics)  # the verify pass
