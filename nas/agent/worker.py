@@ -24,7 +24,7 @@ import time
 from typing import Any, Sequence
 
 from nas.agent.request import MeasureRequest
-from nas.agent.protocol import AgentLimits
+from nas.agent.protocol import TOKEN_ENV, AgentLimits
 from nas.backends.base import Measurement
 from nas.errors import MeasurementError
 
@@ -71,8 +71,9 @@ class Worker:
             return
         self.workdir = tempfile.mkdtemp(prefix="nas-agent-worker-")  # mode 0700, empty: no files to read
         cmd = [sys.executable, "-m", "nas.agent.worker", str(int(self.limits.max_memory_bytes))]
+        env = {k: v for k, v in os.environ.items() if k != TOKEN_ENV}  # the child never needs the token
         self.proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, cwd=self.workdir,
-                                     close_fds=True)
+                                     close_fds=True, env=env)
         self.ready = False
 
     def stop(self) -> None:
