@@ -233,6 +233,8 @@ def collect(runner: Runner, truth: list[dict[str, Any]], variants: list[str], *,
             continue
         timing[v] = {"seconds": float(np.mean([r["train_seconds"] + r["eval_seconds"] for r in ok])),
                      "eval_seconds": float(np.mean([r["eval_seconds"] for r in ok])),
+                     # load-free cost: training images processed (x ~3 forward passes each) per candidate
+                     "train_images": float(np.mean([r["steps"] * r["settings"]["batch_size"] for r in ok])),
                      "load": float(np.mean([r["load"] for r in ok]))}
         acc, ses = [r["accuracy"] for r in ok], [r["accuracy_se"] for r in ok]
         se[v] = {"mean_se": float(np.mean(ses)), "eval_images": int(ok[0]["eval_images"]),
@@ -310,14 +312,15 @@ def print_table(summary: dict[str, dict[str, Any]], out: dict[str, Any]) -> None
     print(f"ground-truth seed spread on 1x: std {sp['std'] * 100:.2f} points over {sp['n']} seeds; noise ceiling "
           f"of a perfect proxy ~{out['noise_ceiling']:.2f}; 90 % bootstrap intervals (architectures resampled)")
     print(f"{'estimator':16s} {'n':>3s} {'tau-b [90 % CI]':>24s} {'vs quick [90 % CI]':>24s} {'s/cand':>7s} "
-          f"{'load':>5s} {'eval n':>6s} {'SE pts':>6s} {'relia':>5s}")
+          f"{'load':>5s} {'img':>6s} {'eval n':>6s} {'SE pts':>6s} {'relia':>5s}")
     for name, e in summary.items():
         vs = _fmt_interval(e["vs_quick"], "diff") if "vs_quick" in e else ""
         secs = f"{e['seconds']:7.2f}" if "seconds" in e else f"{'':7s}"
         load = f"{e['load']:5.1f}" if "load" in e else f"{'':5s}"
         se = (f"{e['eval_images']:6d} {e['mean_se'] * 100:6.2f} {e['reliability']:5.2f}" if "mean_se" in e
               else "")
-        print(f"{name:16s} {e['n']:3d} {_fmt_interval(e, 'tau'):>24s} {vs:>24s} {secs} {load} {se}")
+        img = f"{e['train_images']:6.0f}" if "train_images" in e else f"{'':6s}"
+        print(f"{name:16s} {e['n']:3d} {_fmt_interval(e, 'tau'):>24s} {vs:>24s} {secs} {load} {img} {se}")
     for v, s in out.get("validation_noise", {}).items():
         print(f"validation noise, {v}: {s['n']} architectures, mean SE {s['mean_se'] * 100:.2f} points on "
               f"{s['eval_images']} images vs across-architecture std {s['std_across'] * 100:.2f}: reliability "

@@ -180,13 +180,17 @@ PROXY_PRESETS: dict[str, ProxySettings] = {
 }
 
 
-# The multi-fidelity ladder (successive halving): rung k costs ~4^k x rung 0 in training steps. Every rung fits the
-# bundled subset (6,000 train images: 5,000 train + 1,000 validation), so a default search can climb it; the
-# steps grow, the data and validation split stay (the split is shared, so rungs rank on the same images).
+# The multi-fidelity ladder (successive halving): rung k trains 4^k x quick's steps. Every rung fits the bundled
+# subset (6,000 train images). Above rung 0 the validation split doubles to 2,000 images (train 4,000): measured in
+# benchmarks/bench_proxy_fidelity.py, 4x quick's steps shrinks the across-architecture spread of the accuracy from
+# ~4 points to ~1.1, about the binomial SE on 1,000 images (1.25 points), so a 1,000-image validation set would
+# rank promoted candidates mostly by noise; 2,000 cuts the SE by sqrt(2) for ~5 % of the rung's time.
+RUNG_VAL_SIZE = 2000
+RUNG_TRAIN_SIZE = 4000
 PROXY_RUNGS: dict[str, ProxySettings] = {
-    "rung0": PROXY_PRESETS["quick"],
-    "rung1": ProxySettings(epochs=2.0),  # 4x quick's steps (156 of 64 images)
-    "rung2": ProxySettings(epochs=8.0),  # 16x quick's steps (624)
+    "rung0": PROXY_PRESETS["quick"],  # 39 steps of 64 images
+    "rung1": ProxySettings(steps=156, train_size=RUNG_TRAIN_SIZE, val_size=RUNG_VAL_SIZE),  # 4x quick's steps
+    "rung2": ProxySettings(steps=624, train_size=RUNG_TRAIN_SIZE, val_size=RUNG_VAL_SIZE),  # 16x
 }
 
 
