@@ -266,8 +266,8 @@ def main() -> int:
     probe = portable_probe(env["backend"])
     ref = _reference_1x(env, args, probe) if args.objective == "ground-truth" else {"predicted_ms": _predicted_1x(env)}
     per: dict[str, list[dict[str, Any]]] = {}
-    for method in methods:
-        for seed in seeds:
+    for seed in seeds:  # seed-major: an interrupted run has every method for its first seeds
+        for method in methods:
             if args.objective == "ground-truth":
                 objective, sampler = GUIDANCE[method]
                 study = _run_search(env, args, key=method, seed=seed, objective=objective,

@@ -32,6 +32,11 @@ study with the same --study and a shared --storage, e.g. on every machine:
   nas search --budget 150MFLOPs --trials 200 --study s1 --storage postgresql://user@dbhost:5432/nas
 The default storage (SQLite in runs/<study>/study.db) serves the processes of one machine only.
 
+Samplers (--sampler): every proposal is repaired onto the budgets (the nearest feasible network), so no
+trial is spent over budget and the sampler learns from what it chose. Multi-fidelity (--fidelity multi):
+successive halving; --trials counts the candidates trained at the cheapest rung, and the top 1/eta of each
+rung near its front are retrained with 4x and 16x the steps (the front shows each at its highest rung).
+
 Budgets: 150MFLOPs (mult-adds, as in the ShuffleNetV2 paper), 5ms (latency predicted from the table),
 3Mparams; repeat --budget for several. Results: runs/<study>/ (study.db, report.json, PNG plots).
 Browse a study: optuna-dashboard <storage URL> (e.g. sqlite:///runs/<study>/study.db; not installed here:

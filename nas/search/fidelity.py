@@ -1,8 +1,8 @@
 """Multi-fidelity search: asynchronous successive halving (ASHA, Li et al. 2020) over the proxy's rung ladder.
 
 * **Rungs.** Rung ``k`` trains the search's proxy for ``factor_k`` times its steps (:func:`rung_settings`), the
-  factors taken from :data:`nas.training.proxy.PROXY_RUNGS` (1x, 4x, 16x quick's steps); data, split and
-  recipe stay, so every rung ranks on the same validation images.
+  factors and any other change (today a 2,000-image validation split above rung 0) taken from
+  :data:`nas.training.proxy.PROXY_RUNGS` (1x, 4x, 16x quick's steps); the recipe and split seed stay.
 * **Candidates and trials.** Every new network starts at rung 0 (``settings.n_trials`` counts these). A
   promotion is a new trial, enqueued with the same parameters and the attributes ``rung``, ``parent`` (the
   trial promoted) and ``candidate`` (the rung-0 trial), because a finished Optuna trial cannot be updated;
@@ -19,6 +19,7 @@
 
 from __future__ import annotations
 
+import math
 from typing import TYPE_CHECKING, Any, Sequence
 
 from nas.errors import UsageError
@@ -34,6 +35,30 @@ __all__ = ["rung_factors", "rung_settings", "next_promotion", "planned_trials", 
 MAX_ATTEMPTS = 2  # tries of one promotion (a killed or diverged run is retried once, then left)
 
 
+LOCAL_FACTORS = (1.0, 4.0, 16.0)  # used only if nas.training.proxy has no PROXY_RUNGS: quick's steps x 1, 4, 16
+
+
+def _ladder() -> list[Any]:
+    """The rung ladder: :data:`nas.training.proxy.PROXY_RUNGS` (the one place it is defined), else the quick
+    preset with its epochs times :data:`LOCAL_FACTORS`."""
+    try:
+        from nas.training.proxy import PROXY_RUNGS
+    except ImportError:  # pragma: no cover - an older nas.training
+        from nas.training.proxy import PROXY_PRESETS
+
+        q = PROXY_PRESETS["quick"]
+        return [q.replace(epochs=q.epochs * f) for f in LOCAL_FACTORS]
+    return list(PROXY_RUNGS.values())
+
+
+def _steps(s: "ProxySettings") -> float:
+    """Optimizer steps of a proxy setting (epochs over its train subset when set in epochs)."""
+    if s.steps is not None:
+        return float(s.steps)
+    per_epoch = max(1, (s.train_size or 0) // s.batch_size) if s.train_size else None
+    return math.ceil(s.epochs * per_epoch) if per_epoch else float(s.epochs)
+
+
 def rung_factors(rungs: int) -> list[float]:
     """Steps of rung k relative to rung 0, for ``rungs`` rungs.
 
@@ -46,20 +71,18 @@ def rung_factors(rungs: int) -> list[float]:
     Raises:
         UsageError: ``rungs`` outside the ladder (``field="rungs"``).
     """
-    from nas.training.proxy import PROXY_RUNGS
-
-    ladder = list(PROXY_RUNGS.values())
+    ladder = _ladder()
     if not isinstance(rungs, int) or isinstance(rungs, bool) or not 2 <= rungs <= len(ladder):
         raise UsageError(f"rungs {rungs!r}: must be an integer from 2 to {len(ladder)}", field="rungs")
+    return [_steps(s) / _steps(ladder[0]) for s in ladder[:rungs]]
 
-    def size(s: "ProxySettings") -> float:  # the ladder is written in epochs or steps over one data amount
-        return float(s.steps) if s.steps is not None else float(s.epochs)
 
-    return [size(s) / size(ladder[0]) for s in ladder[:rungs]]
+# Settings a rung of the ladder may change besides its length (e.g. a larger validation split above rung 0).
+_RUNG_FIELDS = ("train_size", "val_size", "resolution", "batch_size", "lr", "optimizer", "reports")
 
 
 def rung_settings(base: "ProxySettings", rung: int, *, rungs: int) -> "ProxySettings":
-    """The proxy settings of ``rung``: ``base`` with its steps (or epochs) times the rung's factor.
+    """The proxy settings of ``rung``: ``base`` trained ``factor`` times longer, with the ladder's own changes.
 
     Args:
         base: the search's proxy settings (rung 0).
@@ -67,14 +90,18 @@ def rung_settings(base: "ProxySettings", rung: int, *, rungs: int) -> "ProxySett
         rungs: the ladder's length.
 
     Returns:
-        The settings (``base`` itself at rung 0).
+        ``base`` itself at rung 0; above it, ``base``'s steps times the rung's factor and every setting in
+        which the ladder's rung differs from its rung 0 (today: a 2,000-image validation split).
     """
-    f = rung_factors(rungs)[rung]
     if rung == 0:
         return base
-    if base.steps is not None:
-        return base.replace(steps=max(1, round(base.steps * f)))
-    return base.replace(epochs=base.epochs * f)
+    ladder = _ladder()
+    f = rung_factors(rungs)[rung]
+    changes = {k: getattr(ladder[rung], k) for k in _RUNG_FIELDS
+               if getattr(ladder[rung], k) != getattr(ladder[0], k)}
+    if base.steps is not None or base.train_size:
+        return base.replace(steps=max(1, round(_steps(base) * f)), **changes)
+    return base.replace(epochs=base.epochs * f, **changes)
 
 
 def planned_trials(n_trials: int, *, eta: int, rungs: int) -> int:

@@ -66,7 +66,8 @@ def evaluate_config(config: ArchConfig, *, space: "SearchSpace", table: "Latency
                 r = proxy_train(config, data=dataset, settings=settings.proxy_settings, seed=settings.seed,
                                 device=settings.device)
                 out["accuracy"] = r.accuracy
-                out["accuracy_se"], out["eval_images"] = r.accuracy_se, r.eval_images
+                out["accuracy_se"] = getattr(r, "accuracy_se", None)  # older nas.training: the report derives it
+                out["eval_images"] = getattr(r, "eval_images", None)
             except TrainingDivergedError as e:
                 out["failure"] = str(e)
     out["duration_s"] = round(time.perf_counter() - t0, 3)

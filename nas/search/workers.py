@@ -10,6 +10,9 @@
   higher median accuracy at the same step: it is then dominated at that fidelity. It is recorded PRUNED (its
   partial accuracy in the attributes), so it never enters the front.
 
+* **Multi-fidelity.** Under ``fidelity="multi"`` a claim first asks :func:`nas.search.fidelity.next_promotion`
+  (under the same lock) and enqueues the promotion it names; ``n_trials`` counts rung-0 trials then.
+
 Every attribute a worker stores goes through :func:`nas.search.results.record_attrs` (the one schema).
 """
 
@@ -225,18 +228,19 @@ class Worker:
         cb = self._pruner(cost, history) if prune else (lambda step, acc: history.append([step, acc]))
         ps = rung_settings(s.proxy_settings, rung, rungs=s.rungs) if s.fidelity == "multi" else s.proxy_settings
         r = proxy_train(config, data=self._data(), settings=ps, seed=s.seed, callback=cb, device=s.device)
-        record_attrs(trial, {"accuracy": r.accuracy, "accuracy_se": r.accuracy_se, "eval_images": r.eval_images,
+        se, n_eval = _uncertainty(r, ps)
+        record_attrs(trial, {"accuracy": r.accuracy, "accuracy_se": se, "eval_images": n_eval,
                              "history": [list(h) for h in r.history], "steps": r.steps,
                              "total_steps": r.total_steps, "pruned": r.pruned, "trained": True,
                              "train_s": round(r.train_seconds, 3), "duration_s": _elapsed(t0)})
         if s.fidelity == "multi" and not r.pruned:
-            self._record_rungs(trial, rung, r)
+            self._record_rungs(trial, rung, r, ps)
         if r.pruned:
             self.study.tell(trial, state=TrialState.PRUNED)
         else:
             self.study.tell(trial, [r.accuracy, cost])
 
-    def _record_rungs(self, trial: "optuna.trial.Trial", rung: int, r: Any) -> None:
+    def _record_rungs(self, trial: "optuna.trial.Trial", rung: int, r: Any, ps: Any) -> None:
         """``rung_steps`` and ``rungs``: the parent's rung results plus this one (multi-fidelity)."""
         from nas.search.results import TrialRecord
 
@@ -247,7 +251,7 @@ class Worker:
                 self.study._storage.get_trial_id_from_study_id_trial_number(self.study._study_id, int(parent))))
             before = list(prec.rungs or [])
         entry = rung_entry(rung=rung, trial=trial.number, steps=r.total_steps, accuracy=r.accuracy,
-                           accuracy_se=r.accuracy_se, seconds=r.train_seconds)
+                           accuracy_se=_uncertainty(r, ps)[0], seconds=r.train_seconds)
         record_attrs(trial, {"rung_steps": r.total_steps, "rungs": [*before, entry]})
 
     def _fail(self, trial: Any, why: str, t0: float) -> None:
@@ -279,6 +283,15 @@ class Worker:
             return False
 
         return cb
+
+
+def _uncertainty(r: Any, settings: Any) -> tuple[float | None, int | None]:
+    """The proxy result's standard error and evaluation images (``ProxyResult.accuracy_se``/``eval_images``;
+    a result without them -- an older nas.training -- gets the binomial SE over ``settings.val_size``)."""
+    from nas.search.front import accuracy_se
+
+    n = getattr(r, "eval_images", None) or (settings.val_size if settings is not None else None)
+    return accuracy_se(r.accuracy, se=getattr(r, "accuracy_se", None), n=n), n
 
 
 def worker_main(job: Job, index: int, barrier: Any = None, errors: Any = None) -> None:
