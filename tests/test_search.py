@@ -143,6 +143,17 @@ def test_bad_inputs_are_one_line_exit_2(env, tmp_path, capsys, extra):
     assert not (tmp_path / "bad" / "study.db").exists()  # refused before any study (so any training) exists
 
 
+def test_a_data_error_in_the_workers_is_one_line(env, tmp_path, capfd):
+    """Issue 14: both workers fail to read the data; the user sees one error line, no worker traceback."""
+    args = _cli(env, tmp_path / "d", "--trials", "2", "--workers", "2", "--proxy", "zero-cost", "--data",
+                f"cifar10:{tmp_path / 'nonexistent'}")
+    assert main(args) == 2
+    err = capfd.readouterr().err
+    assert "Traceback" not in err
+    errors = [line for line in err.splitlines() if "error" in line.lower()]
+    assert len(errors) == 1 and errors[0].startswith("nas: error: --data"), err[-2000:]
+
+
 def test_resume_with_other_settings_is_refused_and_missing_study_is_a_storage_error(env, tmp_path):
     out = tmp_path / "r"
     assert main(_cli(env, out, "--trials", "2", "--study", "r")) == 0
