@@ -3,14 +3,17 @@ from its command line: each attack is refused or killed within its deadline, the
 measurement succeeds right after, and its resident memory after the whole suite stays below twice its idle
 size. Also: the op allowlist is exactly what nas exports, and every kind of graph nas sends passes it.
 
-The attack models are tiny and built here with ``onnx.helper``.
+The attack models are tiny and built with ``onnx.helper`` (tests/agent_attacks.py).
 """
 
 from __future__ import annotations
 
 import dataclasses
 import json
+import os
 import socket
+import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
@@ -18,22 +21,22 @@ from pathlib import Path
 import numpy as np
 import onnx
 import pytest
-from onnx import TensorProto, helper, numpy_helper
+from onnx import helper, numpy_helper
 
 from nas.agent import protocol
 from nas.agent.bounded import printable, strict_json
 from nas.agent.checks import ALLOWED_OPS, ONNX_DOMAINS, check_onnx, element_cap, tensor_cap
 from nas.agent.protocol import AgentLimits
 from nas.backends.remote import parse_address, request_identity, request_measure
-from nas.errors import AgentError
-from test_agent import FAST, REPO, Agent, _small_onnx  # noqa: E402 - tests/ is on sys.path under pytest
+from nas.errors import AgentError, UsageError
+import agent_attacks as attacks  # tests/ is on sys.path under pytest
+from test_agent import FAST, REPO, Agent, _small_onnx
 
 MAX_SECONDS = 2.0  # the test agent's --max-seconds: a run past it is killed
 HEADER_SECONDS = 1.5  # its --header-seconds: slow headers are dropped after this
 MEMORY_MB = 128  # its --max-memory-mb
 FLAGS = ("--max-seconds", str(MAX_SECONDS), "--header-seconds", str(HEADER_SECONDS), "--max-memory-mb",
          str(MEMORY_MB))
-OPSET = [helper.make_opsetid("", 17)]
 
 
 def _rss_kb(pid: int) -> int:
@@ -121,118 +124,30 @@ def _measure_raw(s: _State, models: list[bytes], shapes: list[list[int]]) -> tup
     return status, json.loads(body or b"{}")
 
 
-# --------------------------------------------------------------------------- attack models
-def _model(nodes, inputs, outputs, inits=(), functions=(), opset=OPSET) -> bytes:
-    graph = helper.make_graph(nodes, "attack", inputs, outputs, list(inits))
-    m = helper.make_model(graph, opset_imports=list(opset), functions=list(functions))
-    return m.SerializeToString()
-
-
-def _vi(name: str, shape, dtype=TensorProto.FLOAT):
-    return helper.make_tensor_value_info(name, dtype, shape)
-
-
-def _function_file_read(external: bool = True) -> bytes:
-    """Point 1: a local function whose attribute default is a tensor read from ``etc/passwd`` (relative to
-    the agent's working directory), fed to ConstantOfShape; the byte would set a Loop's trip count. With
-    ``external=False`` the default is an inline byte (a local function, nothing else wrong)."""
-    leak = TensorProto(name="leak", data_type=TensorProto.UINT8, dims=[1])
-    if external:
-        leak.data_location = TensorProto.EXTERNAL
-        for k, v in (("location", "etc/passwd"), ("offset", "0"), ("length", "1")):
-            e = leak.external_data.add()
-            e.key, e.value = k, v
-    else:
-        leak.raw_data = b"\x07"
-    value = helper.make_attribute("value", leak)
-    body = helper.make_node("ConstantOfShape", ["shape"], ["out"])
-    body.attribute.append(onnx.AttributeProto(name="value", ref_attr_name="value", type=onnx.AttributeProto.TENSOR))
-    fn = helper.make_function("evil", "Leak", ["shape"], ["out"], [body], OPSET, attributes=[])
-    fn.attribute_proto.append(value)
-    shape = numpy_helper.from_array(np.array([1], np.int64), "s")
-    nodes = [helper.make_node("Leak", ["s"], ["y"], domain="evil")]
-    return _model(nodes, [_vi("x", [1, 1, 1, 1])], [_vi("y", [1], TensorProto.UINT8)], [shape], [fn],
-                  OPSET + [helper.make_opsetid("evil", 1)])
-
-
-def _endless_loop() -> bytes:
-    """Point 2: a Loop of 10**15 iterations (322 bytes in the issue)."""
-    body = helper.make_graph([helper.make_node("Identity", ["c"], ["c_out"]), helper.make_node("Identity", ["v"],
-                                                                                               ["v_out"])],
-                             "body", [_vi("i", [], TensorProto.INT64), _vi("c", [], TensorProto.BOOL),
-                                      _vi("v", [1, 1, 1, 1])],
-                             [_vi("c_out", [], TensorProto.BOOL), _vi("v_out", [1, 1, 1, 1])])
-    inits = [numpy_helper.from_array(np.array(10**15, np.int64), "n"), numpy_helper.from_array(np.array(True), "t")]
-    loop = helper.make_node("Loop", ["n", "t", "x"], ["y"], body=body)
-    return _model([loop], [_vi("x", [1, 1, 1, 1])], [_vi("y", [1, 1, 1, 1])], inits)
-
-
-def _constant_of_shape() -> bytes:
-    """Point 3: ConstantOfShape of 5e8 floats."""
-    shape = numpy_helper.from_array(np.array([500_000_000], np.int64), "s")
-    nodes = [helper.make_node("ConstantOfShape", ["s"], ["big"]), helper.make_node("Identity", ["x"], ["y"])]
-    return _model(nodes, [_vi("x", [1, 1, 1, 1])], [_vi("y", [1, 1, 1, 1]), _vi("big", [500_000_000])], [shape])
-
-
-def _expand() -> bytes:
-    """Point 3: Expand to 1 GiB of floats."""
-    shape = numpy_helper.from_array(np.array([1, 1, 16384, 16384], np.int64), "s")
-    return _model([helper.make_node("Expand", ["x", "s"], ["y"])], [_vi("x", [1, 1, 1, 1])],
-                  [_vi("y", [1, 1, 16384, 16384])], [shape])
-
-
-def _identity(side: int) -> bytes:
-    """Point 3: an Identity with a declared 1x1xside x side input."""
-    return _model([helper.make_node("Identity", ["x"], ["y"])], [_vi("x", [1, 1, side, side])],
-                  [_vi("y", [1, 1, side, side])])
-
-
-def _concat_growth() -> bytes:
-    """Point 3 with allowed ops only: Concat of 16 copies of a 4 M-element input (64 M elements)."""
-    return _model([helper.make_node("Concat", ["x"] * 16, ["y"], axis=1)], [_vi("x", [1, 1, 2048, 2048])],
-                  [_vi("y", [1, 16, 2048, 2048])])
-
-
-def _contrib_op() -> bytes:
-    """Point 6: an op of onnxruntime's contrib domain."""
-    node = helper.make_node("Gelu", ["x"], ["y"], domain="com.microsoft")
-    return _model([node], [_vi("x", [1, 1, 4, 4])], [_vi("y", [1, 1, 4, 4])],
-                  opset=OPSET + [helper.make_opsetid("com.microsoft", 1)])
-
-
-def _slow_convs(repeats: int = 30, c: int = 512, side: int = 64) -> bytes:
-    """A model of allowed ops whose first run takes many seconds (30 3x3 convs 512 -> 512 at 64 x 64, ~580
-    GFLOP; 9 MiB of weights shared by all): only the kill at the deadline stops it."""
-    w = numpy_helper.from_array(np.full((c, c, 3, 3), 1e-3, np.float32), "w")
-    nodes = [helper.make_node("Conv", ["x" if i == 0 else f"h{i}", "w"], [f"h{i + 1}" if i < repeats - 1 else "y"],
-                              pads=[1, 1, 1, 1]) for i in range(repeats)]
-    return _model(nodes, [_vi("x", [1, c, side, side])], [_vi("y", [1, c, side, side])], [w])
-
-
 # --------------------------------------------------------------------------- the attacks
 def test_function_attribute_default_cannot_read_files(s):
-    model = _function_file_read()
+    model = attacks.function_file_read()
     status, obj = _measure_raw(s, [model], [[1, 1, 1, 1]])
     assert status == 400 and "external data" in obj[protocol.ERROR]
     with pytest.raises(AgentError) as e:  # without the file reference: local functions are refused too
-        check_onnx(_function_file_read(external=False), input_shape=(1, 1, 1, 1), max_elements=10**6)
+        check_onnx(attacks.function_file_read(external=False), input_shape=(1, 1, 1, 1), max_elements=10**6)
     assert e.value.field == "model"
     s.valid()
 
 
 def test_loop_of_1e15_iterations_is_refused(s):
     t0 = time.monotonic()
-    status, obj = _measure_raw(s, [_endless_loop()], [[1, 1, 1, 1]])
+    status, obj = _measure_raw(s, [attacks.endless_loop()], [[1, 1, 1, 1]])
     assert status == 400 and "Loop" in obj[protocol.ERROR] and time.monotonic() - t0 < MAX_SECONDS
     s.valid()
 
 
 @pytest.mark.parametrize("make, shape", [
-    (_constant_of_shape, [1, 1, 1, 1]),
-    (_expand, [1, 1, 1, 1]),
-    (lambda: _identity(8192), [1, 1, 8192, 8192]),
-    (_concat_growth, [1, 1, 2048, 2048]),
-    (_contrib_op, [1, 1, 4, 4]),
+    (attacks.constant_of_shape, [1, 1, 1, 1]),
+    (attacks.expand, [1, 1, 1, 1]),
+    (lambda: attacks.identity(8192), [1, 1, 8192, 8192]),
+    (attacks.concat_growth, [1, 1, 2048, 2048]),
+    (attacks.contrib_op, [1, 1, 4, 4]),
 ], ids=["constant_of_shape_5e8", "expand_1GiB", "identity_8192x8192", "concat_64M", "contrib_domain"])
 def test_memory_bombs_and_foreign_ops_are_refused_from_the_graph(s, make, shape):
     status, obj = _measure_raw(s, [make()], [shape])
@@ -242,7 +157,7 @@ def test_memory_bombs_and_foreign_ops_are_refused_from_the_graph(s, make, shape)
 
 def test_many_models_beyond_the_request_element_cap_are_refused(s):
     side = 4096  # each model: two tensors of 16.8 M elements, under the caps; eight models beyond the request's
-    models = [_identity(side)] * 8
+    models = [attacks.identity(side)] * 8
     limits = AgentLimits()
     assert side * side < tensor_cap(limits) and 2 * side * side < element_cap(limits) < 16 * side * side
     status, obj = _measure_raw(s, models, [[1, 1, side, side]] * 8)
@@ -253,7 +168,7 @@ def test_many_models_beyond_the_request_element_cap_are_refused(s):
 def test_a_run_past_max_seconds_is_killed_and_the_agent_goes_on(s):
     killed = s.stats()["killed"]
     t0 = time.monotonic()
-    status, obj = _measure_raw(s, [_slow_convs()], [[1, 512, 64, 64]])
+    status, obj = _measure_raw(s, [attacks.slow_convs()], [[1, 512, 64, 64]])
     took = time.monotonic() - t0
     assert status == 422 and "killed" in obj[protocol.ERROR], obj
     assert took < MAX_SECONDS + 3.0  # killed at the deadline (+0.5 s grace), not after the run
@@ -266,8 +181,8 @@ def test_a_model_beyond_the_memory_limit_is_answered_422(s):
     # child's 128 MiB of extra address space: refused at its first allocation.
     c, side = 30, 1024
     w = numpy_helper.from_array(np.ones((c, c, 1, 1), np.float32), "w")
-    model = _model([helper.make_node("Conv", ["x", "w"], ["y"])], [_vi("x", [1, c, side, side])],
-                   [_vi("y", [1, c, side, side])], [w])
+    model = attacks.model([helper.make_node("Conv", ["x", "w"], ["y"])], [attacks.vi("x", [1, c, side, side])],
+                   [attacks.vi("y", [1, c, side, side])], [w])
     status, obj = _measure_raw(s, [model], [[1, c, side, side]])
     assert status == 422 and "max_memory_bytes" in obj[protocol.ERROR], obj
     s.valid()
@@ -397,6 +312,36 @@ def test_resident_memory_after_the_attacks_stays_below_twice_idle(s):
     after = _rss_kb(s.agent.proc.pid)
     print(f"agent VmRSS idle {s.idle_rss_kb} kB, after the attack suite {after} kB")
     assert after < 2 * s.idle_rss_kb
+
+
+def test_startup_lines_say_where_the_token_is_and_how_to_tunnel(s, tmp_path):
+    """A first start that fails after writing the token (its port is taken), then a start that works: the
+    second prints where the token is and how to read it, and the SSH-tunnel form for a loopback agent."""
+    env = dict(os.environ, PYTHONPATH=str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    tok = tmp_path / "tok"
+    cmd = [sys.executable, "-m", "nas", "agent", "--token-file", str(tok)]
+    first = subprocess.run([*cmd, "--port", str(s.agent.port)], env=env, capture_output=True, text=True, timeout=60)
+    assert first.returncode == 2 and tok.exists()  # the token was written, the agent could not listen
+    proc = subprocess.Popen([*cmd, "--port", "0"], env=env, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
+                            text=True)
+    try:
+        lines = [proc.stdout.readline() for _ in range(4)]  # type: ignore[union-attr]  # bounded: 4 lines
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
+    text = "".join(lines)
+    port = lines[0].split(":")[1].split()[0]
+    assert f"cat {tok}" in text and tok.read_text().strip() not in text  # where it is, not the secret
+    assert f"ssh -N -L {port}:127.0.0.1:{port}" in text and f"--remote 127.0.0.1:{port}" in text
+
+
+def test_limits_refuse_bad_values():
+    for bad, field in (({"max_repeats": 0}, "max_repeats"), ({"max_seconds": 0}, "max_seconds"),
+                       ({"max_seconds": float("nan")}, "max_seconds"), ({"header_seconds": 0}, "header_seconds"),
+                       ({"max_memory_bytes": 1000}, "max_memory_mb"), ({"max_request_bytes": 10}, "max_request_mb")):
+        with pytest.raises(UsageError) as e:
+            AgentLimits(**bad)
+        assert e.value.field == field
 
 
 # --------------------------------------------------------------------------- the allowlist
