@@ -276,7 +276,7 @@ def print_report(rep: "SearchReport", console: "Console") -> None:
             beaten = p.get("beaten_by") or []
             note = p["name"] + (f" (beaten by trial {', '.join(map(str, beaten[:3]))})" if beaten else "")
             t.add_row("", "preset", _fmt(p.get("mflops"), ".1f"), _fmt((p.get("params") or 0) / 1e6, ".2f"),
-                      *lat(p), acc(p), str(rep.meta.get("proxy_steps") or "-"),
+                      *lat(p), acc(p), ("r0 " if multi else "") + str(rep.meta.get("proxy_steps") or "-"),
                       "[green]yes[/]" if p.get("feasible") else "[red]no[/]", note)
     console.print(t)
     c = rep.counts
