@@ -15,6 +15,8 @@
   one candidate twice. A promotion whose trial failed (e.g. its worker was killed) is retried, at most
   :data:`MAX_ATTEMPTS` times in all: a resumed search loses no rung.
 * **The front** takes each candidate at the highest rung it reached (:mod:`nas.search.front`).
+* **Samplers** see promotion trials as observations too (same parameters, a higher-fidelity value), which pulls
+  TPE/NSGA-II/GP toward promoted regions; the evolution sampler builds its population from rung 0 only.
 """
 
 from __future__ import annotations
