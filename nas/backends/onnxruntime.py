@@ -1,8 +1,8 @@
 """onnxruntime CPU execution provider: the ``cpu`` backend, and ``arm`` on an aarch64 host or board.
 
-Models are exported with ``torch.onnx.export(..., dynamo=False)`` (TorchScript exporter: fast, no
-onnxscript, weights inline) and run with full graph optimisation (``ORT_ENABLE_ALL``: conv+BN+ReLU
-fusion, constant folding), ``intra_op_num_threads = threads``, one inter-op thread, sequential
+Models are exported by :func:`export_onnx`, the project's one ONNX exporter (also what ``nas export`` ships),
+with ``torch.onnx.export(..., dynamo=False)`` (TorchScript exporter: fast, no onnxscript, weights inline), and
+run with full graph optimisation (``ORT_ENABLE_ALL``: conv+BN+ReLU fusion, constant folding), ``intra_op_num_threads = threads``, one inter-op thread, sequential
 execution. Inputs and outputs are bound once (``IOBinding``) so a timed call is the session's own
 work plus a fixed few microseconds, with no per-call numpy allocation.
 
@@ -25,15 +25,40 @@ from nas.errors import MeasurementError, UsageError
 if TYPE_CHECKING:  # pragma: no cover
     import torch.nn as nn
 
-__all__ = ["OnnxRuntimeBackend", "OrtRunner", "export_onnx", "measure_onnx_bytes", "measure_many_onnx_bytes",
-           "session_options"]
+__all__ = ["OPSET", "INPUT_NAME", "OUTPUT_NAME", "OnnxRuntimeBackend", "OrtRunner", "export_onnx",
+           "measure_onnx_bytes", "measure_many_onnx_bytes", "session_options"]
 
-OPSET = 17  # ORT >= 1.14 supports it fully; the TorchScript exporter's best-tested opset
+# The one ONNX exporter (tables, the board agent's requests and `nas export` all call export_onnx), decided once
+# by measurement (benchmarks/bench_export_paired.py, results in benchmarks/results/export_paired.json):
+# * opset 17: for every preset, opset 13 and 17 graphs differ only in Reshape's explicit ``allowzero=0`` (the
+#   default) and ORT's optimised graphs are node for node the same (169 nodes for 1.0x), so the opset does not
+#   change latency; 17 is the opset the shipped table was timed at (its graphs and numbers stay as they are).
+# * static batch for tables and agent requests: the table is per batch size, the agent refuses inputs without
+#   the declared static shape, and with a dynamic axis ORT cannot fold the channel shuffle's 16
+#   Shape -> Slice -> Concat chains (233 nodes after optimisation instead of 169 for 1.0x). `nas export` ships
+#   ``dynamic_batch=True`` (deployments run batches): the same nodes otherwise; its latency at batch 1 was
+#   within +-1 % of the static graph's (0.5x/1.0x/2.0x, interleaved rounds), measured again by the benchmark.
+# * names ``input`` and ``logits``: the names `nas export` has always shipped (users' code runs
+#   ``session.run(["logits"], ...)``); names do not change the timed graph.
+OPSET = 17
+INPUT_NAME = "input"
+OUTPUT_NAME = "logits"
+BATCH_AXIS_NAME = "batch"  # the symbolic first dimension with dynamic_batch=True
 INPUT_SEED = 0  # the timed input is fixed noise; conv speed does not depend on values (no denormals in N(0,1))
 
 
-def export_onnx(model: "nn.Module", *, input_shape: Sequence[int]) -> bytes:
-    """Export ``model`` (put in eval mode) to ONNX bytes for a fixed NCHW ``input_shape``.
+def export_onnx(model: "nn.Module", *, input_shape: Sequence[int], opset: int = OPSET,
+                dynamic_batch: bool = False) -> bytes:
+    """Export ``model`` (put in eval mode) to ONNX bytes: the one exporter of tables, agent requests and exports.
+
+    Args:
+        model: the network or block.
+        input_shape: the full NCHW shape traced (and, unless ``dynamic_batch``, fixed in the graph).
+        opset: ONNX opset (default :data:`OPSET`; 13 gives the same optimised graph, see the constants).
+        dynamic_batch: a symbolic batch axis on input and output (not what tables time; see the constants).
+
+    Returns:
+        The serialized model, input :data:`INPUT_NAME`, output :data:`OUTPUT_NAME`.
 
     Raises:
         MeasurementError: the exporter failed (the message names the model class).
@@ -42,16 +67,20 @@ def export_onnx(model: "nn.Module", *, input_shape: Sequence[int]) -> bytes:
 
     model = model.eval()
     x = torch.zeros(tuple(int(s) for s in input_shape), dtype=torch.float32)
+    axes = {INPUT_NAME: {0: BATCH_AXIS_NAME}, OUTPUT_NAME: {0: BATCH_AXIS_NAME}} if dynamic_batch else None
     buf = io.BytesIO()
     try:
         with torch.no_grad(), warnings.catch_warnings():
-            # The TorchScript exporter is deprecated in favour of dynamo; we choose it on purpose (fast, no onnxscript).
+            # The TorchScript exporter is deprecated in favour of dynamo; we choose it on purpose (fast, no
+            # onnxscript, weights inline).
             warnings.simplefilter("ignore", DeprecationWarning)
+            warnings.simplefilter("ignore", FutureWarning)
             warnings.simplefilter("ignore", torch.jit.TracerWarning)
-            torch.onnx.export(model, (x,), buf, dynamo=False, opset_version=OPSET, input_names=["input"],
-                              output_names=["output"], do_constant_folding=True)
+            torch.onnx.export(model, (x,), buf, dynamo=False, opset_version=int(opset), input_names=[INPUT_NAME],
+                              output_names=[OUTPUT_NAME], dynamic_axes=axes, do_constant_folding=True)
     except Exception as e:  # the exporter raises many types; report one line
-        raise MeasurementError(f"ONNX export of {type(model).__name__} failed: {str(e).splitlines()[0][:200]}") from e
+        raise MeasurementError(f"ONNX export (opset {opset}) of {type(model).__name__} failed: "
+                               f"{str(e).splitlines()[0][:200]}") from e
     return buf.getvalue()
 
 

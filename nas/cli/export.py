@@ -17,7 +17,9 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
         "export", help="write a found architecture (trial, config file or preset) as JSON/ONNX/TorchScript/pt",
         description="Export from a study (--study with --trial N, --pareto or --best-under BUDGET), a config JSON "
                     "file, or --preset. ONNX is checked against PyTorch right after export and timed on this "
-                    "machine (onnxruntime CPU, 1 thread, batch 1) beside the predicted latency.")
+                    "machine (onnxruntime CPU, batch 1) in rounds interleaved with the latency table's reference "
+                    "probe, put on the table's reference speed, and compared with the predicted latency "
+                    "(meas/pred).")
     e.add_argument("config", nargs="?", help="architecture config JSON file (plain or exported)")
     e.add_argument("--preset", help="a preset name, e.g. shufflenetv2-1.0x")
     e.add_argument("--study", help="Optuna study name written by `nas search`")
@@ -37,7 +39,7 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     e.add_argument("--stem", choices=["imagenet", "cifar"], default="imagenet", help="stem kind (default imagenet)")
     e.add_argument("--weights", help="a .pt checkpoint of the same config (e.g. `nas train`'s model.pt) to export")
     e.add_argument("--table", help="latency table to predict from when the source has no predicted latency")
-    e.add_argument("--opset", type=int, default=None, help="ONNX opset (default 13)")
+    e.add_argument("--opset", type=int, default=None, help="ONNX opset (default 17, the latency tables')")
     e.add_argument("--no-measure", action="store_true", help="skip timing the ONNX model on this machine")
     e.add_argument("--seed", type=int, default=0, help="seeds the weight initialisation (default 0)")
     e.add_argument("--json", action="store_true", help="print one JSON object")
@@ -133,14 +135,35 @@ def _print_exports(results: list[Any], out: Path, formats: tuple[str, ...]) -> N
     from nas.cli import console
 
     t = Table(title=f"exported to {out}/ ({', '.join(formats)})")
-    for col in ("name", "MFLOPs", "params", "acc", "pred ms", "meas ms", "ONNX diff"):
+    for col in ("name", "MFLOPs", "params", "acc", "pred ms", "meas ms", "meas/pred", "ONNX diff"):
         t.add_column(col, justify="left" if col == "name" else "right")
     for r in results:
         pv = r.provenance
         t.add_row(r.name, _fmt(pv.get("mflops"), ".3g"), _fmt(pv.get("params"), ","), _fmt(pv.get("accuracy"), ".3f"),
                   _fmt(r.predicted_latency_ms, ".3g"), _fmt(r.measured_latency_ms, ".3g"),
-                  _fmt(r.onnx_max_abs_diff, ".0e"))
+                  _fmt(r.measured_over_predicted, ".3f"), _fmt(r.onnx_max_abs_diff, ".0e"))
     console().print(t)
+    _print_ratio_note(results)
+
+
+def _print_ratio_note(results: list[Any]) -> None:
+    """What meas/pred compares, and why it is missing or not comparable where it is."""
+    from nas.cli import console
+
+    c = console()
+    timed = [r.provenance.get("onnx_check", {}).get("measured") for r in results]
+    timed = [m for m in timed if m]
+    if not timed:
+        return
+    m = timed[0]
+    if m.get("at_table_speed_ms") is None:
+        c.print(f"meas/pred: -, {m.get('why_not')} (give --table)")
+        return
+    c.print(f"meas ms: this machine now; meas/pred: timed paired with the reference probe, on the table's speed "
+            f"(probe {m['probe_ms']:.3g} ms here vs {m['table_probe_ms']:.3g} ms in the table)")
+    if m.get("table_mismatch"):
+        c.print(f"warning: the table was built on another machine ({'; '.join(m['table_mismatch'])}); meas/pred "
+                "compares this machine with that one")
 
 
 # ----------------------------------------------------------------------------------------- train

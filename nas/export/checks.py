@@ -1,13 +1,16 @@
 """The binary formats' writers and their checks: ONNX (checked in onnxruntime against PyTorch) and TorchScript
 (traced, reloaded and compared).
 
-* **ONNX**, opset :data:`ONNX_OPSET` = 13, dynamic batch axis, TorchScript exporter (``dynamo=False``: no
-  onnxscript, weights inline). Opset 13 because every op of these networks (Conv, Relu, Split with sizes as
-  an input, Concat, Reshape, Transpose, MaxPool, GlobalAveragePool, Gemm, Sigmoid, Mul) exists in it, and it
-  is the newest opset the converters for the paper's ARM targets read (ncnn, MNN, TNN, onnx2tf/TFLite,
-  TensorRT 7+, onnxruntime 1.7+); opset 17 would add nothing these graphs use. Checked on the spot: the
-  onnxruntime output (full graph optimisation, as deployed) matches PyTorch's in eval mode on random input at
-  batch 1 and 2 (max abs diff <= :data:`ONNX_TOLERANCE`).
+* **ONNX**: written by the one exporter the latency tables and the board agent use
+  (:func:`nas.backends.onnxruntime.export_onnx`: opset :data:`ONNX_OPSET` = 17, input ``input``, output
+  ``logits``; the measured reasons are beside the exporter's constants). ``nas export`` ships it with a dynamic
+  batch axis (deployments run batches) and otherwise node for node the graph a table times at batch 1
+  (``dynamic_batch=False``: byte for byte); the axis leaves 64 small shape ops ORT does not fold, measured
+  within +-1 % of the static graph's latency at batch 1 (benchmarks/bench_export_paired.py), and export times
+  the file it writes, so its measured / predicted ratio includes them. ``opset=13`` (older converters) gives
+  the same graph up to Reshape's explicit default ``allowzero=0`` and the same ORT-optimised graph.
+  Checked on the spot: the onnxruntime output (full graph optimisation, as deployed) matches PyTorch's in eval
+  mode on random input (batch 1, and batch 2 with a dynamic batch axis; max abs diff <= :data:`ONNX_TOLERANCE`).
 * **TorchScript** (``torch.jit.trace``), loaded back and compared with PyTorch the same way.
 """
 
@@ -18,15 +21,17 @@ import io
 import warnings
 from typing import TYPE_CHECKING, Iterator, Sequence
 
-from nas.errors import ExportError
+from nas.backends.onnxruntime import OPSET
+from nas.errors import ExportError, MeasurementError
 
 if TYPE_CHECKING:  # pragma: no cover
     import torch
     from torch import nn
 
-__all__ = ["ONNX_OPSET", "ONNX_TOLERANCE", "CHECK_SEED", "export_onnx_bytes", "check_onnx", "torchscript_bytes"]
+__all__ = ["ONNX_OPSET", "ONNX_TOLERANCE", "CHECK_SEED", "export_onnx_bytes", "check_batches", "check_onnx",
+           "torchscript_bytes"]
 
-ONNX_OPSET = 13  # see the module docstring: the newest opset the mobile converters read; nothing newer is used
+ONNX_OPSET = OPSET  # the tables' opset: see nas.backends.onnxruntime
 ONNX_TOLERANCE = 1e-4  # max abs difference ORT vs PyTorch (float32; fused Conv+BN reorders sums: ~1e-6 typical)
 CHECK_SEED = 0  # the random check input is fixed so a failure reproduces
 
@@ -44,39 +49,48 @@ def _quiet() -> Iterator[None]:
         yield
 
 
-def export_onnx_bytes(model: "nn.Module", *, input_shape: Sequence[int], opset: int = ONNX_OPSET) -> bytes:
-    """Serialize ``model`` (eval mode) to ONNX with a dynamic batch axis: input ``input``, output ``logits``.
+def export_onnx_bytes(model: "nn.Module", *, input_shape: Sequence[int], opset: int = ONNX_OPSET,
+                      dynamic_batch: bool = True) -> bytes:
+    """Serialize ``model`` (eval mode) with the tables' exporter (:func:`nas.backends.onnxruntime.export_onnx`).
+
+    Args:
+        model: the network.
+        input_shape: the full NCHW input shape (batch 1 for a latency table's batch-1 graph).
+        opset: ONNX opset (default :data:`ONNX_OPSET`, the tables').
+        dynamic_batch: a symbolic batch axis (default, what ``nas export`` ships); False: the static graph the
+            tables time, byte for byte.
+
+    Returns:
+        The ONNX bytes (input ``input``, output ``logits``).
 
     Raises:
         ExportError: the exporter failed.
     """
-    import torch
+    from nas.backends.onnxruntime import export_onnx
 
-    model.eval()
-    x = torch.zeros(tuple(int(s) for s in input_shape), dtype=torch.float32)
-    buf = io.BytesIO()
     try:
-        with torch.no_grad(), _quiet():
-            torch.onnx.export(model, (x,), buf, dynamo=False, opset_version=int(opset), input_names=["input"],
-                              output_names=["logits"], dynamic_axes={"input": {0: "batch"}, "logits": {0: "batch"}},
-                              do_constant_folding=True)
-    except Exception as e:  # the exporter raises many types; report one line
-        raise ExportError(f"ONNX export (opset {opset}) failed: {str(e).splitlines()[0][:200]}") from e
-    return buf.getvalue()
+        return export_onnx(model, input_shape=input_shape, opset=opset, dynamic_batch=dynamic_batch)
+    except MeasurementError as e:
+        raise ExportError(str(e)) from e
 
 
-def _check_inputs(input_shape: Sequence[int], seed: int) -> list["torch.Tensor"]:
+def check_batches(input_shape: Sequence[int], *, dynamic_batch: bool) -> tuple[int, ...]:
+    """The batch sizes checked: the graph's own, and 2 more with a dynamic axis (batch 2 proves the axis)."""
+    return (1, 2) if dynamic_batch else (int(input_shape[0]),)
+
+
+def _check_inputs(input_shape: Sequence[int], seed: int, batches: Sequence[int] = (1, 2)) -> list["torch.Tensor"]:
     import torch
 
     gen = torch.Generator().manual_seed(seed)
     c, h, w = (int(s) for s in input_shape[1:])
-    return [torch.randn((b, c, h, w), generator=gen) for b in (1, 2)]  # batch 2 proves the dynamic axis
+    return [torch.randn((b, c, h, w), generator=gen) for b in batches]
 
 
 def check_onnx(onnx_bytes: bytes, model: "nn.Module", *, input_shape: Sequence[int], seed: int = CHECK_SEED,
-               tolerance: float = ONNX_TOLERANCE) -> float:
+               tolerance: float = ONNX_TOLERANCE, batches: Sequence[int] = (1, 2)) -> float:
     """Run the ONNX model in onnxruntime (CPU, full graph optimisation, 1 thread) and PyTorch (eval mode) on
-    random inputs at batch 1 and 2; return the max abs difference of the outputs.
+    random inputs at each of ``batches`` (:func:`check_batches`); return the max abs difference of the outputs.
 
     Raises:
         ExportError: onnxruntime cannot load or run it, or the difference exceeds ``tolerance``.
@@ -92,11 +106,12 @@ def check_onnx(onnx_bytes: bytes, model: "nn.Module", *, input_shape: Sequence[i
         raise ExportError(f"onnxruntime cannot load the exported model: {str(e).splitlines()[0][:200]}") from None
     model.eval()
     worst = 0.0
-    for x in _check_inputs(input_shape, seed):
+    name = sess.get_inputs()[0].name
+    for x in _check_inputs(input_shape, seed, batches):
         with torch.no_grad():
             ref = model(x).numpy()
         try:
-            (out,) = sess.run(None, {"input": x.numpy()})
+            (out,) = sess.run(None, {name: x.numpy()})
         except Exception as e:
             raise ExportError(f"onnxruntime cannot run the exported model at batch {x.shape[0]}: "
                               f"{str(e).splitlines()[0][:160]}") from None

@@ -7,8 +7,9 @@ format right after writing it (:mod:`nas.export.checks`):
 * **JSON** ``{"config": {...}, "provenance": {...}}``: MACs, params, the predicted latency with the latency
   table's identity and hash, the proxy accuracy, trial, study, space hash, seed, tool version, time; and the
   ONNX check's figures. ``nas.build_model("found.json")`` and :func:`nas.load_config` read it back.
-* **ONNX** (opset 13, dynamic batch), checked against PyTorch, and its latency measured on this machine
-  (onnxruntime CPU, 1 thread, batch 1, through :mod:`nas.backends`) beside the predicted one.
+* **ONNX**: the graph the latency tables time (the one exporter, :mod:`nas.export.checks`), checked against
+  PyTorch, and timed on this machine paired with the reference probe, on the table's reference speed, beside
+  the predicted latency (:mod:`nas.export.timing`: measured / predicted compares like with like).
 * **TorchScript** (``torch.jit.trace``), loaded back and compared with PyTorch.
 * **pt**: the checkpoint of :mod:`nas.export.checkpoint`; ``nas train`` writes the same format.
 
@@ -36,7 +37,8 @@ from nas.arch import ArchConfig
 from nas.errors import ConfigError, ExportError
 from nas.export.candidates import Candidate, candidate_from_config, candidates_from_study
 from nas.export.checkpoint import CHECKPOINT_FORMAT, checkpoint_dict, load_checkpoint, read_checkpoint
-from nas.export.checks import ONNX_OPSET, ONNX_TOLERANCE, check_onnx, export_onnx_bytes, torchscript_bytes
+from nas.export.checks import (ONNX_OPSET, ONNX_TOLERANCE, check_batches, check_onnx, export_onnx_bytes,
+                               torchscript_bytes)
 
 if TYPE_CHECKING:  # pragma: no cover
     import optuna
@@ -140,7 +142,10 @@ class ExportResult:
         files: format -> path written.
         provenance: the JSON file's provenance (also when JSON was not requested).
         onnx_max_abs_diff / torchscript_max_abs_diff: the checks' figures (None if the format was not written).
-        measured_latency_ms: onnxruntime CPU, 1 thread, batch 1, on this machine (None if not measured).
+        measured_latency_ms: the ONNX file on onnxruntime CPU, batch 1, this machine now (None if not measured).
+        measured_at_table_speed_ms: the same, timed paired with the reference probe and put on the table's
+            reference speed (:mod:`nas.export.timing`); None without a table.
+        measured_over_predicted: ``measured_at_table_speed_ms / predicted_latency_ms`` (like for like).
         predicted_latency_ms: from the trial (or ``table``); None when unknown.
     """
 
@@ -153,29 +158,11 @@ class ExportResult:
     measured_latency_ms: float | None = None
     measured_spread_pct: float | None = None
     predicted_latency_ms: float | None = None
+    measured_at_table_speed_ms: float | None = None
+    measured_over_predicted: float | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
-
-
-# Light protocol for one whole network: a few hundred ms per model, not the table's long protocol.
-def _default_measure_settings() -> "MeasureSettings":
-    from nas.backends.base import MeasureSettings
-
-    return MeasureSettings(warmup=5, min_repeats=15, max_repeats=200, min_time_s=0.5, rounds=3, retries=1)
-
-
-def _measure(onnx_bytes: bytes, input_shape: Sequence[int], settings: "MeasureSettings | None") -> dict[str, Any]:
-    from nas.backends import get_backend
-
-    backend = get_backend("cpu", threads=1, batch=1)
-    m = backend.measure(onnx_bytes, input_shape=tuple(input_shape[1:]),
-                        settings=settings or _default_measure_settings())
-    ident = backend.identity()
-    return {"latency_ms": round(m.median_ms, 5), "spread_pct": round(m.spread_pct, 2), "n": m.n,
-            "flagged": m.flagged,
-            "on": {k: ident.get(k) for k in ("device", "cpu_model", "arch", "runtime", "runtime_version", "provider",
-                                             "threads", "batch")}}
 
 
 @dataclass(frozen=True)
@@ -239,20 +226,35 @@ def _record_figures(prov: dict[str, Any], cfg: ArchConfig, head: _Head, table: "
                            "space_hash": t.space_hash, "identity": t.describe()})
 
 
+def _graph_note(opset: int, dynamic_batch: bool) -> str:
+    """How the file's graph relates to the one the latency tables time for this network."""
+    if opset != ONNX_OPSET:
+        return f"the latency tables' graph at opset {opset} instead of {ONNX_OPSET}"
+    return "the latency tables' graph with a dynamic batch axis" if dynamic_batch else "the latency tables' graph"
+
+
 def _write_onnx(result: ExportResult, model: "nn.Module", path: Path, *, input_shape: tuple[int, ...], opset: int,
-                measure: bool, measure_settings: "MeasureSettings | None") -> None:
-    data = export_onnx_bytes(model, input_shape=input_shape, opset=opset)
-    result.onnx_max_abs_diff = check_onnx(data, model, input_shape=input_shape)
+                dynamic_batch: bool, measure: bool, table: "str | Path | None",
+                measure_settings: "MeasureSettings | None") -> None:
+    """Export with the tables' exporter, check, write, and time the written bytes paired with the probe."""
+    from nas.export.timing import export_table, measure_exported
+
+    data = export_onnx_bytes(model, input_shape=input_shape, opset=opset, dynamic_batch=dynamic_batch)
+    batches = check_batches(input_shape, dynamic_batch=dynamic_batch)
+    result.onnx_max_abs_diff = check_onnx(data, model, input_shape=input_shape, batches=batches)
     result.files["onnx"] = str(atomic_write_bytes(path, data))
-    check: dict[str, Any] = {"opset": opset, "dynamic_batch": True, "max_abs_diff": result.onnx_max_abs_diff,
-                             "tolerance": ONNX_TOLERANCE, "batches_checked": [1, 2]}
+    check: dict[str, Any] = {"opset": opset, "dynamic_batch": dynamic_batch, "max_abs_diff": result.onnx_max_abs_diff,
+                             "tolerance": ONNX_TOLERANCE, "batches_checked": list(batches),
+                             "graph": _graph_note(opset, dynamic_batch)}
     if measure:
-        meas = _measure(data, input_shape, measure_settings)
+        meas = measure_exported(data, input_shape=input_shape, table=export_table(table, result.provenance),
+                                predicted_ms=result.predicted_latency_ms, settings=measure_settings)
         result.measured_latency_ms = meas["latency_ms"]
         result.measured_spread_pct = meas["spread_pct"]
+        result.measured_at_table_speed_ms = meas["at_table_speed_ms"]
+        result.measured_over_predicted = meas["measured_over_predicted"]
         check["measured"] = meas
-        if result.predicted_latency_ms:
-            check["measured_over_predicted"] = round(meas["latency_ms"] / float(result.predicted_latency_ms), 4)
+        check["measured_over_predicted"] = meas["measured_over_predicted"]
     result.provenance["onnx_check"] = check
 
 
@@ -284,7 +286,7 @@ def export(candidate: Candidate, *, out_dir: "str | Path", formats: Sequence[str
            num_classes: int = DEFAULT_NUM_CLASSES, in_channels: int = 3,
            stem: Literal["imagenet", "cifar"] = "imagenet", weights: "str | Path | None" = None,
            opset: int = ONNX_OPSET, measure: bool = True, table: "str | Path | None" = None, seed: int = 0,
-           measure_settings: "MeasureSettings | None" = None) -> ExportResult:
+           measure_settings: "MeasureSettings | None" = None, dynamic_batch: bool = True) -> ExportResult:
     """Write ``candidate`` in ``formats`` under ``out_dir`` and check each binary format.
 
     Args:
@@ -295,11 +297,15 @@ def export(candidate: Candidate, *, out_dir: "str | Path", formats: Sequence[str
             when given).
         weights: a ``.pt`` checkpoint of the same config (``nas train``'s ``model.pt``) to export instead of the
             seeded initialisation.
-        opset: ONNX opset (default :data:`ONNX_OPSET`).
-        measure: time the ONNX model on this machine (ORT CPU, 1 thread, batch 1); needs ``"onnx"``.
-        table: a latency table to predict the latency from when the candidate has no predicted latency.
+        opset: ONNX opset (default :data:`ONNX_OPSET`, the latency tables').
+        measure: time the ONNX file on this machine (ORT CPU, batch 1, the table's threads), paired with the
+            reference probe and put on the table's reference speed (:mod:`nas.export.timing`); needs ``"onnx"``.
+        table: a latency table to predict the latency from when the candidate has no predicted latency, and
+            whose reference speed the measurement is put on (default: the study's table, when its file exists).
         seed: seeds the weight initialisation.
-        measure_settings: the timing protocol (default: a light one, ~0.5 s of timed runs).
+        measure_settings: the timing protocol (default: the tables' whole-network protocol).
+        dynamic_batch: a symbolic batch axis (default): the tables' graph up to the batch axis, which deployments
+            need; False ships the tables' static batch-1 graph byte for byte (see :mod:`nas.export.checks`).
 
     Returns:
         An :class:`ExportResult`.
@@ -320,6 +326,7 @@ def export(candidate: Candidate, *, out_dir: "str | Path", formats: Sequence[str
                           predicted_latency_ms=prov.get("latency_ms"))
     if "onnx" in fmts:
         _write_onnx(result, model, out / f"{candidate.name}{SUFFIX['onnx']}", input_shape=input_shape, opset=opset,
+                    dynamic_batch=dynamic_batch, table=table,
                     measure=measure, measure_settings=measure_settings)
     _write_rest(result, model, cfg, head, out, candidate.name, fmts, input_shape)
     return result
@@ -330,7 +337,8 @@ def export_candidate(source: "Candidate | TrialRecord | int | ArchConfig | Mappi
                      study: "optuna.Study | None" = None, num_classes: int | None = None, in_channels: int = 3,
                      stem: Literal["imagenet", "cifar"] = "imagenet", weights: "str | Path | None" = None,
                      opset: int = ONNX_OPSET, measure: bool = True, table: "str | Path | None" = None,
-                     seed: int = 0, measure_settings: "MeasureSettings | None" = None) -> ExportResult:
+                     seed: int = 0, measure_settings: "MeasureSettings | None" = None,
+                     dynamic_batch: bool = True) -> ExportResult:
     """Export one network, a search trial or a config, in ``formats``: the Python entry point of ``nas export``.
 
     Args:
@@ -341,7 +349,8 @@ def export_candidate(source: "Candidate | TrialRecord | int | ArchConfig | Mappi
         formats: any of :data:`FORMATS`, as a list or ``"json,onnx"`` (default all).
         study: the study the trial belongs to (:func:`nas.search.open_study`); needed for a trial.
         num_classes: the classifier head; default the study's head (its table's), else 1000.
-        in_channels, stem, weights, opset, measure, table, seed, measure_settings: as for :func:`export`.
+        in_channels, stem, weights, opset, measure, table, seed, measure_settings, dynamic_batch: as for
+            :func:`export`.
 
     Returns:
         An :class:`ExportResult` (files written, checks' figures, measured and predicted latency).
@@ -369,4 +378,4 @@ def export_candidate(source: "Candidate | TrialRecord | int | ArchConfig | Mappi
     heads = num_classes or int(candidate.provenance.get("search_num_classes") or DEFAULT_NUM_CLASSES)
     return export(candidate, out_dir=out_dir, formats=fmts, num_classes=heads, in_channels=in_channels, stem=stem,
                   weights=weights, opset=opset, measure=measure, table=table, seed=seed,
-                  measure_settings=measure_settings)
+                  measure_settings=measure_settings, dynamic_batch=dynamic_batch)
