@@ -5,8 +5,8 @@
   (:func:`nas.backends.onnxruntime.export_onnx`: opset :data:`ONNX_OPSET` = 17, input ``input``, output
   ``logits``; the measured reasons are beside the exporter's constants). ``nas export`` ships it with a dynamic
   batch axis (deployments run batches) and otherwise node for node the graph a table times at batch 1
-  (``dynamic_batch=False``: byte for byte); the axis leaves 64 small shape ops ORT does not fold, measured
-  within +-1 % of the static graph's latency at batch 1 (benchmarks/bench_export_paired.py), and export times
+  (``dynamic_batch=False``: byte for byte); the axis leaves 64 small shape ops ORT does not fold, +0.3 to
+  +2.1 % of latency at batch 1 for presets 0.5x-2.0x (benchmarks/bench_export_paired.py), and export times
   the file it writes, so its measured / predicted ratio includes them. ``opset=13`` (older converters) gives
   the same graph up to Reshape's explicit default ``allowzero=0`` and the same ORT-optimised graph.
   Checked on the spot: the onnxruntime output (full graph optimisation, as deployed) matches PyTorch's in eval
