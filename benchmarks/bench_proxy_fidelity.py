@@ -169,7 +169,7 @@ def truth_records(prefix: str) -> list[dict[str, Any]]:
     """Ground-truth records of the fidelity architectures present so far (current recipe, seed 0), by label."""
     recipe = gt.recipe_hash()
     recs = [r for r in gt.read_cache().values()
-            if r["label"].startswith(prefix) and r["recipe"] == recipe and r["seed"] == 0]
+            if r["label"].startswith(tuple(prefix.split(","))) and r["recipe"] == recipe and r["seed"] == 0]
     return sorted(recs, key=lambda r: r["label"])
 
 
@@ -333,7 +333,8 @@ def print_table(summary: dict[str, dict[str, Any]], out: dict[str, Any]) -> None
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--variants", default=DEFAULT_VARIANTS, help="comma-separated names (see --list)")
-    ap.add_argument("--prefix", default="fidelity-0-", help="ground-truth labels to judge on")
+    ap.add_argument("--prefix", default="fidelity-0-",
+                    help="ground-truth labels to judge on (comma-separated label prefixes; seed 0 of each)")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--noise-seeds", type=int, default=0, help="also train --noise-variants on 1x with K seeds")
     ap.add_argument("--noise-variants", default="quick", help="comma-separated variants for --noise-seeds")
