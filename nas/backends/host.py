@@ -24,8 +24,8 @@ from pathlib import Path
 from typing import Any, Mapping
 
 __all__ = ["ARM_ARCHES", "ARM_IMPLEMENTERS", "ARM_PARTS", "CpuDescription", "cpu_model", "describe_cpu",
-           "host_identity", "is_arm", "is_arm_host", "parse_cpuinfo", "read_cpu_description", "torch_version",
-           "usable_cpus"]
+           "host_identity", "is_arm", "is_arm_host", "parse_cpuinfo", "read_cpu_description", "read_llc_bytes",
+           "torch_version", "usable_cpus"]
 
 # ``platform.machine()`` values of ARM machines: 64-bit Linux (aarch64), macOS (arm64), 32-bit userlands
 # on a 64-bit board (armv8l) and 32-bit Raspberry Pi OS (armv7l).
@@ -240,6 +240,25 @@ def read_cpu_description(root: str | Path = "/") -> CpuDescription:
     return describe_cpu(cpuinfo, device_tree_model=model, max_freq_khz=max_freq, governors=governors)
 
 
+_CACHE_DIR = "sys/devices/system/cpu/cpu0/cache"
+_SIZE_UNITS = {"": 1, "K": 2**10, "M": 2**20, "G": 2**30}  # sysfs cache sizes: "48K", "2048K", "32M"
+
+
+def read_llc_bytes(root: str | Path = "/") -> int | None:
+    """The last-level cache of cpu0 in bytes (the highest ``level`` of its sysfs cache entries, the largest
+    there), or None where sysfs does not say (macOS, containers without /sys, some boards). A VM reports
+    what its hypervisor passes through (this project's VM: the host's whole 480 MB L3)."""
+    best: tuple[int, int] | None = None
+    for d in glob.glob(str(Path(root) / _CACHE_DIR / "index[0-9]*")):
+        level, size = _read(Path(d) / "level"), _read(Path(d) / "size")
+        m = re.fullmatch(r"\s*(\d+)\s*([KMG]?)\s*", size or "")
+        if not (level and level.strip().isdigit() and m):
+            continue
+        cand = (int(level.strip()), int(m.group(1)) * _SIZE_UNITS[m.group(2)])
+        best = cand if best is None or cand > best else best
+    return best[1] if best and best[1] > 0 else None
+
+
 def cpu_model(description: CpuDescription | None = None) -> str:
     """The CPU as a latency table records it.
 
@@ -284,7 +303,8 @@ def host_identity(*, device: str, threads: int, batch: int,
     Returns:
         A dict with ``device cpu_model cpu_count os arch python torch_version threads batch``, plus, where
         known, ``cpu_cores`` (core name -> count, ARM), ``board_model``, ``cpu_max_mhz`` and
-        ``cpu_governor`` (provenance: compared only through ``cpu_model``, which includes cores and board).
+        ``cpu_governor`` (provenance: compared only through ``cpu_model``, which includes cores and board),
+        and ``llc_bytes`` (:func:`read_llc_bytes`; sizes a new table's reference probe, never compared).
     """
     desc = cpu if cpu is not None else read_cpu_description()
     ident: dict[str, Any] = {
@@ -299,6 +319,7 @@ def host_identity(*, device: str, threads: int, batch: int,
         "batch": batch,
     }
     extras = {"cpu_cores": dict(desc.cores) or None, "board_model": desc.board_model,
-              "cpu_max_mhz": desc.max_mhz, "cpu_governor": "/".join(desc.governors) or None}
+              "cpu_max_mhz": desc.max_mhz, "cpu_governor": "/".join(desc.governors) or None,
+              "llc_bytes": read_llc_bytes() if cpu is None else None}
     ident.update({k: v for k, v in extras.items() if v is not None})
     return ident
