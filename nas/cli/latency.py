@@ -260,8 +260,10 @@ def cmd_validate(args: argparse.Namespace) -> int:
         table.set_rescale(args.rescale)
     ident = table.identity
     runtime = ident.get("backend")
-    if runtime == "remote" and not args.remote:
-        raise UsageError(f"{args.table}: measured through a board agent; pass --remote HOST:PORT of that board")
+    if (runtime == "remote" or "measured_via" in ident) and not args.remote:
+        via = ident.get("measured_via", "a board agent")  # e.g. "nas agent at 127.0.0.1:8765"
+        raise UsageError(f"{args.table}: measured through {via}; validate it through that board's agent: add "
+                         "--remote HOST:PORT (and --token-file if it is not the default)", field="remote")
     backend = get_backend(ident.get("device", "cpu"), threads=table.threads, batch=table.batch, remote=args.remote,
                           token=_token(args), runtime=None if args.remote else runtime)
     with _progress() as progress:

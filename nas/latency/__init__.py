@@ -4,6 +4,7 @@ One module per noun:
 
 - :mod:`~nas.latency.defaults`: the shipped table's path, a build's default file name, measurement protocols;
 - :mod:`~nas.latency.probe`: the reference probe and drift rescaling;
+- :mod:`~nas.latency.probe_spec`: which probe a table uses (probe/2, or probe/3 sized to the space and cache);
 - :mod:`~nas.latency.entry`, :mod:`~nas.latency.table`: the file format (entries, identity, load and save);
 - :mod:`~nas.latency.measure`: one block or network timed paired with the probe;
 - :mod:`~nas.latency.cold`: cold-weights copies (ONNX graph replication);

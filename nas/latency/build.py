@@ -8,7 +8,8 @@ How a table tracks whole networks (stored in every table as :data:`nas.latency.t
 2. *CPU time of the measuring thread* is the clock at ``threads=1``: preemption by other processes is not
    counted, so a busy machine inflates a 40 ms network no more than a 0.4 ms block.
 3. *Machine speed drift* is tracked by the reference probe timed in interleaved rounds with every block and
-   network (:mod:`nas.latency.probe`).
+   network (:mod:`nas.latency.probe`); new tables use probe/3, its memory half sized to the space's largest
+   network and the board's last-level cache (:mod:`nas.latency.probe_spec`), a resumed table keeps its own.
 4. *Calibration* on a few whole networks timed end to end (:mod:`nas.latency.calibrate`).
 
 The passes, in order: ``blocks`` (every missing entry), ``verify`` and ``verify-3rd`` (repeated units and
@@ -34,7 +35,8 @@ from nas.latency.defaults import (BLOCK_SETTINGS, CALIBRATION_SEED, COLD_SETTING
                                   VERIFY_TOLERANCE)
 from nas.latency.measure import measure_entry, measure_network
 from nas.latency.paths import portable_source
-from nas.latency.probe import PROBE_ID, PROBE_SHAPE, PROBE_WINDOW_S, RESCALE_MODES, portable_probe
+from nas.latency.probe import PROBE_WINDOW_S, RESCALE_MODES, portable_probe
+from nas.latency.probe_spec import ProbeSpec, probe_spec_for, spec_of
 from nas.latency.rounding import sig
 from nas.latency.table import LatencyTable, load_table
 
@@ -82,13 +84,27 @@ def _resumed(out: Path, space: "SearchSpace", identity: dict[str, Any], *, resum
 def _new_table(space: "SearchSpace", identity: dict[str, Any], *, out: Path | None, resolution: int,
                num_classes: int, settings: MeasureSettings, network_settings: MeasureSettings,
                rescale: str) -> LatencyTable:
+    # New tables use probe/3, sized to the space and, where the backend reports it, the board's cache
+    # (a board agent's identity carries the board's llc_bytes: the probe is built here but runs there).
+    spec = probe_spec_for(space, resolution=resolution, num_classes=num_classes,
+                          llc_bytes=identity.get("llc_bytes"))
     return LatencyTable(identity=identity, resolution=resolution, num_classes=num_classes, settings=settings,
                         network_settings=network_settings,
                         space={"name": space.name, "hash": space.hash, "source": portable_source(space.source),
                                "document": space.to_dict()},
-                        probe={"id": PROBE_ID, "input_shape": list(PROBE_SHAPE), "ref_ms": None,
-                               "rescale": rescale, "window_s": PROBE_WINDOW_S, "samples": []},
+                        probe={**spec.record(), "ref_ms": None, "rescale": rescale, "window_s": PROBE_WINDOW_S,
+                               "samples": []},
                         created=time.strftime("%Y-%m-%dT%H:%M:%S%z"), path=out)
+
+
+def _table_probe(table: LatencyTable, out: Path | None) -> ProbeSpec:
+    """The probe the table records (a resumed probe/2 table keeps probe/2); refused if this version cannot
+    rebuild it (older probes' times are not comparable with new ones)."""
+    spec = spec_of(table.probe)
+    if spec is None:
+        raise TableMismatchError(f"{out}: measured with another reference probe ({table.probe.get('id')!r}); "
+                                 "write to another file or delete it", field="out")
+    return spec
 
 
 @dataclass
@@ -246,14 +262,12 @@ def build_table(space: "SearchSpace", backend: "Backend", *, resolution: int | N
     keys = space.enumerate_blocks(resolution=resolution)
     table.expected_entries = len(keys)
     table.identity.update({k: v for k, v in identity.items() if k not in IDENTITY_KEYS})  # e.g. newer OS patch
-    if table.probe.get("id") != PROBE_ID:
-        raise TableMismatchError(f"{out_path}: measured with another reference probe ({table.probe.get('id')!r}); "
-                                 "write to another file or delete it", field="out")
+    spec = _table_probe(table, out_path)
     if rescale not in RESCALE_MODES:
         raise UsageError(f"rescale {rescale!r}: choose one of {list(RESCALE_MODES)}", field="rescale")
     table.probe["rescale"] = rescale
     b = _Build(table=table, space=space, backend=backend, keys=keys, out=out_path, progress=progress,
-               probe=portable_probe(backend), last=start)  # the probe is exported once, timed with every block
+               probe=portable_probe(backend, spec), last=start)  # the probe is exported once, timed with every block
     # Exported basic units wait here for the verify pass (~200 MB for the default space; deleted at the end).
     cache_dir = tempfile.TemporaryDirectory(prefix="nas-table-") if verify else None
     cache = Path(cache_dir.name) if cache_dir is not None else None

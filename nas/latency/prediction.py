@@ -11,7 +11,8 @@ from nas.backends.identity import identity_diff
 from nas.errors import MissingEntriesError, TableMismatchError
 from nas.latency.calibrate import cold_share
 from nas.latency.measure import measure_entry
-from nas.latency.probe import PROBE_ID, portable_probe
+from nas.latency.probe import portable_probe
+from nas.latency.probe_spec import ProbeSpec, spec_of
 from nas.latency.rounding import sig
 from nas.latency.table import LatencyTable
 
@@ -99,13 +100,19 @@ def predict(config: ArchConfig, table: LatencyTable, *, backend: "Backend | None
                       blocks=n, flagged_blocks=flagged)
 
 
-def check_probe(table: LatencyTable) -> None:
-    """Raise :class:`TableMismatchError` unless ``table`` was measured with today's reference probe: new
-    measurements are only comparable with a table's entries if both used the same one."""
-    if table.probe.get("id") != PROBE_ID:
+def check_probe(table: LatencyTable) -> ProbeSpec:
+    """The reference probe ``table`` was measured with (probe/2 or probe/3, rebuilt from its record): new
+    measurements are only comparable with a table's entries if both used the same one.
+
+    Raises:
+        TableMismatchError: an older probe, or a record this version cannot rebuild (``field="table"``).
+    """
+    spec = spec_of(table.probe)
+    if spec is None:
         raise TableMismatchError(f"{table.path or 'table'}: measured with an older reference probe "
                                  f"({str(table.probe.get('id'))[:8]}); rebuild it from scratch to validate or extend "
                                  "it", field="table")
+    return spec
 
 
 def _fill(table: LatencyTable, keys: list[BlockKey], backend: "Backend") -> None:
@@ -115,8 +122,7 @@ def _fill(table: LatencyTable, keys: list[BlockKey], backend: "Backend") -> None
     if diff:
         raise TableMismatchError(f"{table.path or 'table'}: cannot fill missing entries on this backend "
                                  f"({'; '.join(diff)})", field="backend")
-    check_probe(table)
-    probe = portable_probe(backend)
+    probe = portable_probe(backend, check_probe(table))
     for key in dict((k.id, k) for k in keys).values():
         e = measure_entry(key, backend, probe, num_classes=table.num_classes, settings=table.settings)
         table.entries[key.id] = e

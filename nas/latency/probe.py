@@ -1,8 +1,8 @@
 """The reference probe and drift rescaling: how a table's times are put on one machine speed.
 
-A fixed reference network (:data:`PROBE_ID`: a compute-bound half and a memory-bound half, their geometric
-mean) is timed in interleaved rounds with every block and every whole network (:func:`paired`), so each
-measurement carries the probe's time at that moment. :func:`rescaled` puts a time on the build's median probe
+A reference network (a compute-bound half and a memory-bound half, their geometric mean; which one a table
+uses, probe/2 or probe/3, is :mod:`nas.latency.probe_spec`) is timed in interleaved rounds with every block
+and every whole network (:func:`paired`), so each measurement carries the probe's time at that moment. :func:`rescaled` puts a time on the build's median probe
 time: ``paired`` (default) uses the measurement's own median over rounds of (block / probe) times, which
 cancels bursts of load from other processes as well as slow drift; ``window`` divides by the probe's running
 median over +-``window_s`` (:class:`Timeline`); ``none`` keeps raw times.
@@ -17,6 +17,8 @@ from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any, Sequence
 
 from nas.backends.base import MeasureSettings, Measurement
+from nas.latency.probe_spec import (MEMORY_PROBE_COPIES, MEMORY_PROBE_SHAPE, PROBE_ID, PROBE_SHAPE, PROBE_V2,
+                                    ProbeSpec, memory_unit)
 
 if TYPE_CHECKING:  # pragma: no cover
     import torch.nn as nn
@@ -24,14 +26,9 @@ if TYPE_CHECKING:  # pragma: no cover
     from nas.backends.base import Backend
 
 __all__ = ["PROBE_ID", "PROBE_SHAPE", "MEMORY_PROBE_COPIES", "MEMORY_PROBE_SHAPE", "PROBE_WINDOW_S",
-           "RESCALE_MODES", "reference_probe", "memory_probe", "Probe", "portable_probe", "Timeline", "rescaled",
-           "paired"]
+           "RESCALE_MODES", "ProbeSpec", "PROBE_V2", "reference_probe", "memory_probe", "Probe", "portable_probe",
+           "Timeline", "rescaled", "paired"]
 
-PROBE_ID = ("probe/2: sqrt(compute x memory); compute = conv3x3s2 3-24, 1x1 24-64, dw3x3 64, 1x1 64-128, dw3x3s2 128, "
-            "1x1 128-128 (BN+ReLU each), 3x64x64; memory = 8 copies of basic_r7_i976_o976_s0.5_k3 (15 MB of weights)")
-PROBE_SHAPE = (3, 64, 64)
-MEMORY_PROBE_COPIES = 8
-MEMORY_PROBE_SHAPE = (976, 7, 7)
 PROBE_WINDOW_S = 60.0  # running median of probe times within +-60 s: follows drift, averages probe noise
 RESCALE_MODES = ("paired", "window", "none")
 
@@ -52,22 +49,21 @@ def reference_probe() -> "nn.Module":
                              *conv_bn(64, 128), *conv_bn(128, 128, 3, 2, groups=128), *conv_bn(128, 128)).eval()
 
 
-def memory_probe() -> "nn.Module":
-    """The memory half of the reference (``PROBE_ID``): copies of a wide stage-3 unit whose weights overflow
-    the caches, so its time follows the memory system the way big networks do. On this project's VM (L3
-    and memory bandwidth shared with other tenants) end-to-end times of the same 12 networks over 5 minutes
+def memory_probe(spec: ProbeSpec = PROBE_V2) -> "nn.Module":
+    """The memory half of the reference ``spec`` (default probe/2, ``PROBE_ID``): copies of a wide stage-3
+    unit whose weights overflow the caches, so its time follows the memory system the way big networks do.
+    On this project's VM (L3 and memory bandwidth shared with other tenants) end-to-end times of the same 12 networks over 5 minutes
     varied 2.6 % (std); divided by the compute probe 2.1 %, by this one 1.2 %, by the geometric mean of both
-    1.5 % (0.90 correlation with this probe, 0.69 with the compute probe)."""
+    1.5 % (0.90 correlation with this probe, 0.69 with the compute probe). probe/3 sizes the copies to the
+    space (:mod:`nas.latency.probe_spec`)."""
     import torch
 
-    from nas.arch import BlockKey
     from nas.latency.cold import copies_module  # cold imports this module: imported here, when called
 
-    key = BlockKey(kind="basic", resolution=MEMORY_PROBE_SHAPE[1], in_channels=MEMORY_PROBE_SHAPE[0],
-                   out_channels=MEMORY_PROBE_SHAPE[0], split_ratio=0.5)
+    key = memory_unit(spec.memory_width, spec.memory_resolution)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(0)
-        return copies_module(key, MEMORY_PROBE_COPIES, 1000)
+        return copies_module(key, spec.memory_copies, 1000)
 
 
 @dataclass(frozen=True)
@@ -77,12 +73,16 @@ class Probe:
 
     compute: Any
     memory: Any
+    memory_shape: tuple[int, ...] = MEMORY_PROBE_SHAPE
 
 
-def portable_probe(backend: "Backend") -> Probe:
-    """Export (or prepare) both halves of the reference probe for ``backend`` (once per build/validation)."""
+def portable_probe(backend: "Backend", spec: ProbeSpec = PROBE_V2) -> Probe:
+    """Export (or prepare) both halves of the reference probe ``spec`` for ``backend`` (once per
+    build/validation; default probe/2). A table's own probe is ``spec_of(table.probe)``
+    (:func:`nas.latency.probe_spec.spec_of`)."""
     return Probe(compute=backend.portable(reference_probe(), input_shape=PROBE_SHAPE),
-                 memory=backend.portable(memory_probe(), input_shape=MEMORY_PROBE_SHAPE))
+                 memory=backend.portable(memory_probe(spec), input_shape=spec.memory_shape),
+                 memory_shape=spec.memory_shape)
 
 
 class Timeline:
@@ -128,7 +128,7 @@ def paired(backend: "Backend", probe: Any, model: Any, input_shape: tuple[int, .
     """
     if isinstance(probe, Probe):
         mc, mm, mb = backend.measure_many([probe.compute, probe.memory, model],
-                                          input_shapes=[PROBE_SHAPE, MEMORY_PROBE_SHAPE, input_shape],
+                                          input_shapes=[PROBE_SHAPE, probe.memory_shape, input_shape],
                                           settings=settings)
         rounds = tuple(math.sqrt(c * m) for c, m in zip(mc.round_medians_ms, mm.round_medians_ms))
         mp = replace(mc, median_ms=math.sqrt(mc.median_ms * mm.median_ms), round_medians_ms=rounds)

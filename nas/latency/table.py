@@ -63,7 +63,9 @@ class LatencyTable:
         resolution: input resolution of the networks the table predicts.
         num_classes: classifier width of the head entries.
         settings / network_settings: protocols for blocks and for whole networks.
-        probe: ``{"id", "input_shape", "ref_ms", "samples": [[time_s, ms], ...]}``.
+        probe: ``{"id", "input_shape", "ref_ms", "samples": [[time_s, ms], ...]}``; probe/3 tables add
+            ``version`` 3, ``memory`` (copies, width, resolution) and ``sized_from``
+            (:mod:`nas.latency.probe_spec`).
         calibration: the fitted sum-to-network model and the networks it was fitted on (None until complete).
         validation: figures of the last :func:`nas.latency.validate_table` (None until run).
         entries: by :attr:`BlockKey.id`.

@@ -143,7 +143,7 @@ def time_transfer_networks(source: LatencyTable, backend: "Backend", configs: Se
         MeasurementError: the backend failed.
     """
     start = time.time() if start is None else start
-    probe = portable_probe(backend)
+    probe = portable_probe(backend, check_probe(source))  # the source's probe: its entries are ratios to it
     rows: list[dict[str, Any]] = []
     spent: list[float] = []
     for i, cfg in enumerate(configs):

@@ -104,7 +104,7 @@ def _time_networks(table: LatencyTable, backend: "Backend", configs: list[ArchCo
                    progress: Progress | None) -> list[dict[str, Any]]:
     from nas.macs import count_macs
 
-    probe = portable_probe(backend)
+    probe = portable_probe(backend, check_probe(table))  # the table's own probe (probe/2 or probe/3)
     rows = []
     for i, cfg in enumerate(configs):
         if progress:
