@@ -91,12 +91,14 @@ def measure_exported(onnx_bytes: bytes, *, input_shape: Sequence[int], table: "L
         MeasurementError: onnxruntime cannot time the model.
     """
     from nas.latency.defaults import NETWORK_SETTINGS
-    from nas.latency.probe import PROBE_ID, paired, portable_probe
+    from nas.latency.probe import paired, portable_probe
+    from nas.latency.probe_spec import PROBE_V2, spec_of
 
     backend = _backend_for(table)
-    key = (backend.threads, PROBE_ID)
+    spec = (spec_of(table.probe) if table is not None else None) or PROBE_V2  # the table's own probe
+    key = (backend.threads, spec.id)
     if key not in _PROBES:  # exporting the probe's 15 MB memory half costs ~1 s: once per process
-        _PROBES[key] = portable_probe(backend)
+        _PROBES[key] = portable_probe(backend, spec)
     probe = _PROBES[key]
     t0 = time.time()
     m, probe_ms, ratio = paired(backend, probe, bytes(onnx_bytes), tuple(int(s) for s in input_shape[1:]),
@@ -106,7 +108,7 @@ def measure_exported(onnx_bytes: bytes, *, input_shape: Sequence[int], table: "L
         "latency_ms": round(m.median_ms, 5), "spread_pct": round(m.spread_pct, 2), "n": m.n, "flagged": m.flagged,
         "on": {k: ident.get(k) for k in ON_KEYS}, "paired": True, "probe_ms": round(probe_ms, 5),
         "ratio_to_probe": round(ratio, 6), "seconds": round(time.time() - t0, 2)}
-    out.update(_table_speed(table, raw_ms=m.median_ms, ratio=ratio, probe_ms=probe_ms, probe_id=PROBE_ID))
+    out.update(_table_speed(table, raw_ms=m.median_ms, ratio=ratio, probe_ms=probe_ms, probe_id=spec.id))
     at_ref = out["at_table_speed_ms"]
     out["measured_over_predicted"] = round(at_ref / float(predicted_ms), 4) if at_ref and predicted_ms else None
     return out
