@@ -53,6 +53,8 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
                    help="hard budget, e.g. 150MFLOPs, 5ms, 3Mparams (repeatable)")
     s.add_argument("--space", help="search space .toml (default: the shipped shufflenetv2)")
     s.add_argument("--table", help="latency table of the space (default: the shipped table of the default space)")
+    s.add_argument("--strict", action="store_true",
+                   help="refuse a latency table built on another machine (default: one warning line)")
     s.add_argument("--data", default="bundled", help="proxy data: bundled, fashion-mnist[:DIR], cifar10:DIR, "
                                                       "cifar100:DIR, folder:DIR (default: bundled)")
     s.add_argument("--trials", type=int, help=f"total trials of the study, not 'N more' (default {DEFAULT_TRIALS}; "
@@ -157,6 +159,7 @@ def _on_status(bars: "Bars | None", *, title: str, cost_unit: str, is_acc: bool)
 
 def cmd_search(args: argparse.Namespace) -> int:
     from nas._io import atomic_write_json
+    from nas.cli.latency import check_table_use
     from nas.cli.progress import bars
     from nas.search.identity import study_name_for
     from nas.search.report import build_report, plot_report
@@ -169,6 +172,7 @@ def cmd_search(args: argparse.Namespace) -> int:
     space = load_space(args.space)
     settings = _settings(args, space)
     table = _load_table(args, space, settings)
+    mismatch = check_table_use(table, strict=args.strict) if table is not None else []
     name = args.study or study_name_for(space, settings, quick=args.quick)
     out_dir = Path(args.out) if args.out else Path("runs") / name
     try:
@@ -185,6 +189,7 @@ def cmd_search(args: argparse.Namespace) -> int:
     plot_report(rep, out_dir)
     doc = rep.to_dict()
     doc["elapsed_s"] = round(result.elapsed_s, 1)
+    doc["table_mismatch"] = mismatch
     try:
         atomic_write_json(out_dir / "report.json", doc)
     except OSError as e:
