@@ -23,7 +23,8 @@ def portable_source(source: str) -> str:
         source: a space's source as loaded (an absolute or relative path, or any description).
 
     Returns:
-        A relative path or description unchanged; a shipped space as ``search_spaces/<file>``; a file under the
+        A relative path or description unchanged; a shipped space (from this checkout or another one) as
+        ``search_spaces/<file>``; a file under the
         working directory relative to it; any other absolute path as its file name only.
     """
     if not source or not os.path.isabs(source):
@@ -33,8 +34,9 @@ def portable_source(source: str) -> str:
         shipped = Path(str(resources.files("nas.search_spaces")))
     except ModuleNotFoundError:  # pragma: no cover - a build without the package data
         shipped = None
-    if shipped is not None and p.parent.resolve() == shipped.resolve():
-        return f"{SHIPPED_SPACES_DIR}/{p.name}"
+    if shipped is not None and (p.parent.resolve() == shipped.resolve()
+                                or (p.parent.name == SHIPPED_SPACES_DIR and (shipped / p.name).is_file())):
+        return f"{SHIPPED_SPACES_DIR}/{p.name}"  # this checkout's, or another checkout's copy of a shipped space
     try:
         return p.resolve().relative_to(Path.cwd().resolve()).as_posix()
     except ValueError:
