@@ -83,6 +83,6 @@ def ensure_writable_dir(path: "str | Path", *, error: type[NasError] = UsageErro
         os.close(fd)
         os.unlink(probe)
     except OSError as e:
-        raise error(f"{field} {p}: not a writable directory ({e.strerror or e}); choose another",
+        raise error(f"{field} {p}: not a writable directory ({e.strerror or e}); choose another folder",
                     field=field) from None
     return p

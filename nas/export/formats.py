@@ -26,8 +26,6 @@ import contextlib
 import datetime as _dt
 import io
 import json
-import os
-import tempfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, Mapping, Sequence
@@ -88,22 +86,10 @@ def atomic_write_bytes(path: "str | Path", data: bytes) -> Path:
 
 
 def ensure_writable_dir(path: "str | Path") -> Path:
-    """Create ``path`` (and parents) and prove it writable with a probe file, before any slow work.
+    """:func:`nas._io.ensure_writable_dir` raising :class:`ExportError` (``field="out"``)."""
+    from nas._io import ensure_writable_dir as ensure
 
-    Raises:
-        ExportError: it cannot be created or written (a parent is a file, a read-only or virtual file
-            system, no permission; ``field="out"``).
-    """
-    p = Path(path)
-    try:
-        p.mkdir(parents=True, exist_ok=True)
-        fd, probe = tempfile.mkstemp(dir=p, prefix=".nas-write-probe.")
-        os.close(fd)
-        os.unlink(probe)
-    except OSError as e:
-        raise ExportError(f"out {p}: not a writable directory ({e.strerror or e}); choose another folder",
-                          field="out") from None
-    return p
+    return ensure(path, error=ExportError, field="out")
 
 
 def parse_formats(text: "str | Sequence[str]") -> tuple[str, ...]:

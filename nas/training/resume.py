@@ -12,13 +12,11 @@ from __future__ import annotations
 import contextlib
 import io
 import json
-import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from nas._io import atomic_write_bytes
+from nas._io import atomic_write_bytes, ensure_writable_dir
 from nas.arch import ArchConfig
 from nas.errors import UsageError
 
@@ -42,28 +40,6 @@ class RunFiles:
 
     def as_dict(self) -> dict[str, str]:
         return {"checkpoint": str(self.checkpoint), "model": str(self.model), "result": str(self.result)}
-
-
-def ensure_writable_dir(path: "str | Path") -> Path:
-    """Create ``path`` (and parents) and prove it writable with a probe file, before any slow work.
-
-    TODO: one copy in ``nas/_io.py`` (owned by the lead) shared with :mod:`nas.export`; this is a copy of
-    ``nas.export.formats.ensure_writable_dir`` because training may not import export.
-
-    Raises:
-        UsageError: it cannot be created or written (a parent is a file, a read-only or virtual file system,
-            no permission); ``field="out"``.
-    """
-    p = Path(path)
-    try:
-        p.mkdir(parents=True, exist_ok=True)
-        fd, probe = tempfile.mkstemp(dir=p, prefix=".nas-write-probe.")
-        os.close(fd)
-        os.unlink(probe)
-    except OSError as e:
-        raise UsageError(f"out_dir {p}: not a writable directory ({e.strerror or e}); choose another",
-                         field="out") from None
-    return p
 
 
 def open_run_dir(out_dir: "str | Path") -> RunFiles:
