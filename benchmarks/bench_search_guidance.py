@@ -57,6 +57,13 @@ GT_WAIT_S, GT_WAIT_ROUNDS = 30, 240  # another process training the same network
 LOG = lambda msg: print(msg, file=sys.stderr, flush=True)  # noqa: E731
 
 
+
+def _portable(path: "str | Path") -> str:
+    """The table's path without this machine's directories (results files are shared in git)."""
+    from nas.latency.paths import portable_source
+
+    return portable_source(str(Path(path).resolve()))
+
 def _parse() -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--objective", choices=["ground-truth", "proxy"], default="ground-truth")
@@ -280,7 +287,7 @@ def main() -> int:
                 per.setdefault(method, []).append({"seed": seed, **_proxy_hv(study, env, ref)})
     summary = {m: _mean_std([r["hypervolume"] for r in rs]) for m, rs in per.items()}
     doc = {"objective": args.objective, "budget": args.budget, "trials": args.trials, "seeds": seeds,
-           "proxy_steps": env["proxy"].steps, "table": str(env["path"]), "table_describe": env["table"].describe(),
+           "proxy_steps": env["proxy"].steps, "table": _portable(env["path"]), "table_describe": env["table"].describe(),
            "table_identity_mismatch": env["mismatch"], "load_average": os.getloadavg(), "reference_1x": ref,
            "hypervolume": summary, "runs": per, "elapsed_s": round(time.time() - t_all, 1), "dry": args.dry,
            "hv_reference": {"accuracy": args.hv_accuracy if args.objective == "ground-truth" else CHANCE,
