@@ -81,6 +81,9 @@ def _parse() -> argparse.Namespace:
     ap.add_argument("--out", default="runs/bench_search_guidance")
     ap.add_argument("--json-out", default=None, help="default benchmarks/results/search_<objective>.json")
     ap.add_argument("--dry", action="store_true", help="everything tiny: a smoke test")
+    ap.add_argument("--jobs", type=int, default=1,
+                    help="run the (method, seed) searches and their ground truth in this many processes first "
+                         "(one thread each), then assemble the result from the caches")
     return ap.parse_args()
 
 
@@ -254,8 +257,41 @@ def _proxy_hv(study: Any, env: dict[str, Any], ref: dict[str, Any]) -> dict[str,
             "promotions": sum(1 for r in recs if r.rung)}
 
 
+def _run_units(args: argparse.Namespace, methods: list[str], seeds: list[int]) -> None:
+    """Every (method, seed) unit in its own process, ``--jobs`` at a time, seed-major; each unit's study, ground
+    truth and measurements land in the shared caches, so the assembling pass after it trains nothing."""
+    import subprocess
+
+    units = [(m, s) for s in seeds for m in methods]
+    logs = Path(args.out) / "units"
+    logs.mkdir(parents=True, exist_ok=True)
+    passed, argv = [], iter(sys.argv[1:])
+    for a in argv:
+        if a == "--jobs":
+            next(argv, None)
+        elif not a.startswith("--jobs="):
+            passed.append(a)
+    running: list[tuple[Any, str]] = []
+    while units or running:
+        while units and len(running) < args.jobs:
+            m, s = units.pop(0)
+            name = f"{m}-s{s}"
+            cmd = [sys.executable, __file__, *passed, "--methods", m, "--seeds", str(s),
+                   "--json-out", str(logs / f"{name}.json")]
+            LOG(f"[jobs] start {name}")
+            running.append((subprocess.Popen(cmd, stdout=(logs / f"{name}.log").open("w"),
+                                             stderr=subprocess.STDOUT), name))
+        time.sleep(5)
+        for p, name in list(running):
+            if p.poll() is not None:
+                running.remove((p, name))
+                LOG(f"[jobs] {name} exited {p.returncode} (log: {logs / (name + '.log')})")
+
+
 def main() -> int:
     args = _parse()
+    if args.jobs < 1:
+        raise SystemExit("bench_search_guidance: --jobs must be >= 1")
     if args.dry:
         args.trials, args.seeds, args.top, args.out, args.hv_accuracy = 4, "0", 1, args.out + "-dry", CHANCE
     seeds = [int(s) for s in args.seeds.split(",")]
@@ -263,6 +299,8 @@ def main() -> int:
                else list(GUIDANCE) if args.objective == "ground-truth" else list(PROXY_METHODS))
     if args.dry and args.objective == "proxy" and not args.methods:
         methods = ["tpe", "evolution", "tpe-multi"]
+    if args.jobs > 1 and not args.dry:
+        _run_units(args, methods, seeds)
     import optuna
 
     from nas.latency.probe import portable_probe
@@ -270,7 +308,9 @@ def main() -> int:
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     env = _setup(args)
     t_all = time.time()
-    probe = portable_probe(env["backend"])
+    from nas.latency.prediction import check_probe
+
+    probe = portable_probe(env["backend"], check_probe(env["table"]))  # ratios are to the table's own probe
     ref = _reference_1x(env, args, probe) if args.objective == "ground-truth" else {"predicted_ms": _predicted_1x(env)}
     per: dict[str, list[dict[str, Any]]] = {}
     for seed in seeds:  # seed-major: an interrupted run has every method for its first seeds
