@@ -79,6 +79,9 @@ def variant_settings(name: str, *, threads: int) -> tuple[str, Any]:
     """(data spec, ProxySettings) of a variant, or of a rung of :data:`nas.training.proxy.PROXY_RUNGS`."""
     from nas.training.proxy import PROXY_PRESETS, PROXY_RUNGS
 
+    base, sep, k = name.rpartition("-x")
+    if sep and k.isdigit() and int(k) > 1:  # an ensemble over training seeds (see _ensemble)
+        name = base
     if name in PROXY_RUNGS:
         return "bundled", PROXY_RUNGS[name].replace(threads=threads, reports=BENCH_REPORTS)
     if name not in VARIANTS:
@@ -210,6 +213,25 @@ def summarise(rows: list[dict[str, Any]], names: list[str], timing: dict[str, di
     return out
 
 
+def _ensemble(runner: Runner, cfg: Any, variant: str) -> dict[str, Any] | None:
+    """``base-xK``: the mean accuracy of ``base`` over training seeds 0..K-1 (K x its cost); else one run."""
+    base, sep, k = variant.rpartition("-x")
+    if not (sep and k.isdigit() and int(k) > 1):
+        return runner.proxy(cfg, variant)
+    recs = [runner.proxy(cfg, base, seed=s) for s in range(int(k))]
+    if any(r is None for r in recs):
+        return None
+    ok = [r for r in recs if not r.get("diverged")]
+    if len(ok) < len(recs):
+        return {**recs[0], "accuracy": float("nan"), "diverged": True}
+    n = sum(r["eval_images"] for r in ok)
+    acc = float(np.mean([r["accuracy"] for r in ok]))
+    return {**ok[0], "variant": variant, "accuracy": acc, "eval_images": n,
+            "accuracy_se": float(np.sqrt(acc * (1 - acc) / n)),
+            **{f: float(sum(r[f] for r in ok)) for f in ("train_seconds", "eval_seconds", "train_cpu_seconds")},
+            "steps": sum(r["steps"] for r in ok)}
+
+
 def collect(runner: Runner, truth: list[dict[str, Any]], variants: list[str], *,
             zero_cost: bool) -> tuple[list[dict[str, Any]], dict[str, dict[str, float]], dict[str, dict[str, float]]]:
     """Run every variant (variant-major, so each has all architectures early) and gather rows, timing and SE."""
@@ -224,7 +246,7 @@ def collect(runner: Runner, truth: list[dict[str, Any]], variants: list[str], *,
     for v in variants:
         recs = []
         for k, (cfg, row) in enumerate(zip(cfgs, rows)):
-            rec = runner.proxy(cfg, v)
+            rec = _ensemble(runner, cfg, v)
             if rec is None:
                 continue
             row[v] = rec["accuracy"]
