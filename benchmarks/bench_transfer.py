@@ -94,6 +94,7 @@ def main() -> int:
     from nas.backends import get_backend
     from nas.latency import load_table
     from nas.latency.measure import measure_network
+    from nas.latency.prediction import check_probe
     from nas.latency.probe import portable_probe
     from nas.latency.transfer import time_transfer_networks, transfer_configs, transfer_table, transferred_table
 
@@ -122,15 +123,23 @@ def main() -> int:
     held = [space.sample(rng, fixed={"resolution": shipped.resolution}) for _ in range(args.samples)]
     seen = {r["config"] for r in rows}
     held = [c for c in held if c.to_string() not in seen]
-    probe = portable_probe(backend)
+    # Each table's ratios are to its own reference probe (probe/2, or probe/3 sized from this machine's LLC):
+    # the held-out networks are timed once per distinct probe, so no table is rescaled by another's probe.
     t = time.time()
-    meas = [measure_network(c, backend, num_classes=shipped.num_classes, settings=shipped.network_settings,
-                            probe=probe) for c in held]
+    meas_by: dict[str, list[dict[str, Any]]] = {}
+    for tab in (moved, full, shipped):
+        spec = check_probe(tab)
+        if spec.id not in meas_by:
+            probe = portable_probe(backend, spec)
+            meas_by[spec.id] = [measure_network(c, backend, num_classes=shipped.num_classes,
+                                                settings=shipped.network_settings, probe=probe) for c in held]
+    of = lambda tab: meas_by[check_probe(tab).id]  # noqa: E731
+    meas = of(moved)
     log["heldout"] = {"networks": len(held), "seed": args.seed, "seconds": round(time.time() - t, 1),
-                      "load_after": _load()}
+                      "probes": sorted(meas_by), "load_after": _load()}
 
-    res: dict[str, Any] = {"transfer": _figures(moved, held, meas), "full_build": _figures(full, held, meas),
-                           "shipped_untransferred": _figures(shipped, held, meas)}
+    res: dict[str, Any] = {"transfer": _figures(moved, held, meas), "full_build": _figures(full, held, of(full)),
+                           "shipped_untransferred": _figures(shipped, held, of(shipped))}
     res["curve"] = []
     for k in CURVE:
         if k <= len(rows):
@@ -144,7 +153,8 @@ def main() -> int:
            "acceptance": {"transfer_s": log["transfer"]["seconds"], "goal_s": GOAL_S,
                           "within_5_pct": res["transfer"]["within_5_pct"], "goal_within_5_pct": GOAL_WITHIN_5,
                           "pass": ok},
-           "heldout_nets": [{"config": c.to_string(), **m} for c, m in zip(held, meas)]}
+           "heldout_nets": {sid: [{"config": c.to_string(), **m} for c, m in zip(held, ms)]
+                            for sid, ms in meas_by.items()}}
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(doc, indent=2) + "\n")
     for name, f in (("transfer", res["transfer"]), ("full build", res["full_build"]),

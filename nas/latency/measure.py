@@ -28,7 +28,9 @@ def measure_network(config: ArchConfig, backend: "Backend", *, num_classes: int 
         backend: where to time it.
         num_classes: classifier width.
         settings: the protocol (default: the tables' network settings).
-        probe: the probe in the backend's portable form (default: exported now).
+        probe: the probe in the backend's portable form (default: probe/2, exported now). To compare with a
+            table, pass the table's own: ``portable_probe(backend, check_probe(table))``; a ratio to one probe
+            times another probe's ``ref_ms`` is not a latency.
 
     Returns:
         ``{"config", "raw_ms", "probe_ms", "ratio", "spread_pct", "n", "t", "flagged"}``; ``raw_ms`` is at the
