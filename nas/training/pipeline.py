@@ -10,6 +10,7 @@ Normalisation uses per-channel statistics of the training images only (the valid
 from __future__ import annotations
 
 import functools
+import warnings
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
@@ -59,7 +60,9 @@ def resize_u8(images: "np.ndarray", resolution: int) -> "torch.Tensor":
     import torch
     import torch.nn.functional as F
 
-    x = torch.from_numpy(images).permute(0, 3, 1, 2)
+    with warnings.catch_warnings():  # a read-only (memory-mapped) array: only read here, never written
+        warnings.filterwarnings("ignore", message="The given NumPy array is not writable")
+        x = torch.from_numpy(images).permute(0, 3, 1, 2)
     if tuple(x.shape[2:]) == (resolution, resolution):
         return x.contiguous()
     out = torch.empty((x.shape[0], x.shape[1], resolution, resolution), dtype=torch.uint8)
