@@ -21,9 +21,9 @@ and ``nas --help`` stay fast.
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
+from nas._lazy import lazy_exports
 from nas.arch import PRESETS, ArchConfig, BlockKey, StageConfig, load_config, preset
 from nas.errors import (AgentError, BackendUnavailableError, BudgetError, ConfigError, DataError, ExportError,
                         MeasurementError, MissingEntriesError, NasError, SpaceError, StorageError, TableError,
@@ -94,11 +94,4 @@ if TYPE_CHECKING:  # pragma: no cover
     from nas.training.train import TrainSettings, train
 
 
-def __getattr__(name: str) -> Any:
-    if name in _LAZY:
-        return getattr(importlib.import_module(_LAZY[name]), name)
-    raise AttributeError(f"module 'nas' has no attribute {name!r}")
-
-
-def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(_LAZY))
+__getattr__, __dir__ = lazy_exports(__name__, _LAZY)

@@ -17,7 +17,7 @@ import pytest
 
 PKG = Path(__file__).resolve().parents[1] / "nas"
 CORE = {"nas.errors", "nas.units", "nas.arch", "nas.space", "nas.blocks", "nas.builder", "nas.macs", "nas._io",
-        "nas.checkpoint", "nas._data"}
+        "nas._lazy", "nas.checkpoint", "nas._data"}
 
 # stage -> the module prefixes it may import besides the core and itself ("nas" alone: only `__version__`).
 ALLOWED: dict[str, tuple[str, ...]] = {

@@ -7,8 +7,7 @@ and :func:`export_candidate`), ``checks`` (ONNX and TorchScript checked against 
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from nas._lazy import lazy_exports
 
 _EXPORTS = {
     "export_candidate": "nas.export.formats",
@@ -30,12 +29,4 @@ _EXPORTS = {
 __all__ = sorted(_EXPORTS)
 
 
-def __getattr__(name: str) -> Any:
-    mod = _EXPORTS.get(name)
-    if mod is None:
-        raise AttributeError(f"module 'nas.export' has no attribute {name!r}")
-    return getattr(importlib.import_module(mod), name)
-
-
-def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(_EXPORTS))
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)

@@ -22,7 +22,9 @@ onnxruntime.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from nas._lazy import lazy_exports
 
 __all__ = ["build_table", "load_table", "resolve_table", "predict", "Prediction", "validate_table",
            "plot_validation", "LatencyTable", "Entry", "default_table_path", "default_table_name", "kendall_tau",
@@ -57,9 +59,4 @@ if TYPE_CHECKING:  # pragma: no cover
     from nas.latency.validate import kendall_tau, plot_validation, validate_table
 
 
-def __getattr__(name: str) -> Any:
-    if name in _LAZY:
-        import importlib
-
-        return getattr(importlib.import_module(_LAZY[name]), name)
-    raise AttributeError(f"module 'nas.latency' has no attribute {name!r}")
+__getattr__, __dir__ = lazy_exports(__name__, _LAZY)

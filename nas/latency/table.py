@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Iterable, Sequence
 
 from nas._io import atomic_write_text
+from nas._lazy import lazy_exports
 from nas.arch import BlockKey
 from nas.backends.base import MeasureSettings
 from nas.errors import MissingEntriesError, TableError, TableMismatchError, UsageError
@@ -423,9 +424,4 @@ _MOVED = {
 }
 
 
-def __getattr__(name: str) -> Any:
-    if name in _MOVED:
-        import importlib
-
-        return getattr(importlib.import_module(_MOVED[name]), name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+__getattr__, _ = lazy_exports(__name__, _MOVED)

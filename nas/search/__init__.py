@@ -11,8 +11,7 @@ Names are re-exported lazily: ``import nas.search`` imports neither optuna nor t
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from nas._lazy import lazy_exports
 
 _EXPORTS = {
     "run_search": "nas.search.run",
@@ -41,12 +40,4 @@ _EXPORTS = {
 __all__ = sorted(_EXPORTS)
 
 
-def __getattr__(name: str) -> Any:
-    mod = _EXPORTS.get(name)
-    if mod is None:
-        raise AttributeError(f"module 'nas.search' has no attribute {name!r}")
-    return getattr(importlib.import_module(mod), name)
-
-
-def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(_EXPORTS))
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)

@@ -12,8 +12,7 @@ Full training's function is not among them: ``nas.training.train`` is its module
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from nas._lazy import lazy_exports
 
 __all__ = ["load_data", "proxy_train", "proxy_settings", "ProxySettings", "ProxyResult", "PROXY_PRESETS",
            "PROXY_RUNGS", "binomial_se", "zero_cost_score", "TrainSettings", "TrainResult"]
@@ -24,11 +23,4 @@ _HOME = {"load_data": "data", "proxy_train": "proxy", "proxy_settings": "proxy",
          "TrainSettings": "train", "TrainResult": "train"}
 
 
-def __getattr__(name: str) -> Any:
-    if name in _HOME:
-        return getattr(importlib.import_module(f"nas.training.{_HOME[name]}"), name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
-
-def __dir__() -> list[str]:
-    return sorted(list(globals()) + __all__)
+__getattr__, __dir__ = lazy_exports(__name__, {name: f"nas.training.{mod}" for name, mod in _HOME.items()})
