@@ -102,6 +102,19 @@ def _stepper(progress: Bars | None, total: int) -> Callable[[str], None]:
     return step
 
 
+def _measured(backend: Any, total: int, show: bool, run: Callable[[Callable[[str], None]], Any]) -> Any:
+    """``run(on_step)`` under a progress bar of ``total`` steps ("measuring <what>"), closing ``backend`` after."""
+    try:
+        with bars(show) as progress:
+            step = _stepper(progress, total)
+            out = run(lambda what: step(f"measuring {what}"))
+            if progress is not None:
+                progress.update("measure", done=total, total=total, description="measured")
+    finally:
+        backend.close()
+    return out
+
+
 def _plot_guidelines(results: list[Any], path: str, title: str) -> None:
     import matplotlib
 
@@ -182,15 +195,9 @@ def cmd_guidelines(args: argparse.Namespace) -> int:
     settings = _settings(args)
     n_exp = len(only) if only else 4
     t0 = time.perf_counter()
-    try:
-        with bars(not args.json) as progress:
-            step = _stepper(progress, n_exp)
-            results = guidelines.run_guidelines(backend, scale=args.scale, resolution=resolution, repeats=repeats,
-                                           settings=settings, only=only, on_step=lambda e: step(f"measuring {e}"))
-            if progress is not None:
-                progress.update("measure", done=n_exp, total=n_exp, description="measured")
-    finally:
-        backend.close()
+    results = _measured(backend, n_exp, not args.json, lambda step: guidelines.run_guidelines(
+        backend, scale=args.scale, resolution=resolution, repeats=repeats, settings=settings, only=only,
+        on_step=step))
     elapsed = time.perf_counter() - t0
     title = f"ShuffleNetV2 guidelines on {_where(ident)}"
     if args.plot:
@@ -281,15 +288,8 @@ def cmd_compare(args: argparse.Namespace) -> int:
     settings = _settings(args, table.network_settings if table is not None else None)
     n_groups = len({paper.complexity_group(n.paper_mflops * 1e6) for n in nets}) + len(args.configs)
     t0 = time.perf_counter()
-    try:
-        with bars(not args.json) as progress:
-            step = _stepper(progress, max(1, n_groups))
-            rows = paper.run_compare(backend, nets=nets, configs=args.configs, settings=settings, table=table,
-                                     on_step=lambda s: step(f"measuring {s}"))
-            if progress is not None:
-                progress.update("measure", done=max(1, n_groups), total=max(1, n_groups), description="measured")
-    finally:
-        backend.close()
+    rows = _measured(backend, max(1, n_groups), not args.json, lambda step: paper.run_compare(
+        backend, nets=nets, configs=args.configs, settings=settings, table=table, on_step=step))
     elapsed = time.perf_counter() - t0
     title = f"Table 8 on {_where(ident)}"
     if args.plot:
