@@ -34,26 +34,9 @@ from nas.errors import AgentError, BackendUnavailableError, MeasurementError, Us
 from nas.space import load_space
 from nas.latency.table import build_table, load_table
 
+from spaces import FAST, TINY  # noqa: E402
+
 REPO = Path(__file__).resolve().parents[1]
-FAST = MeasureSettings(warmup=2, min_repeats=5, max_repeats=40, min_time_s=0.01, rounds=2, retries=0)
-TINY = """
-name = "tiny"
-resolution = [32]
-stem_channels = [8]
-head_channels = [32]
-[[stages]]
-depth = [1, 2]
-width = [16, 24]
-split_ratio = [0.5]
-se = [false]
-kernel = [3]
-[[stages]]
-depth = [1, 2]
-width = [32]
-split_ratio = [0.5]
-se = [false, true]
-kernel = [3]
-"""
 TINY_ENTRIES = 12
 LABEL = "test-board"
 IS_ARM = is_arm_host()

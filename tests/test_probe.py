@@ -11,17 +11,18 @@ from pathlib import Path
 
 import pytest
 
-from nas.backends import MeasureSettings, get_backend
+from nas.backends import get_backend
 from nas.errors import TableMismatchError
 from nas.latency import build_table, load_table, predict, validate_table
 from nas.latency.probe_spec import (MEMORY_PROBE_COPIES, PROBE_ID, PROBE_V2, ProbeSpec, memory_unit_bytes,
                                     probe_spec_for, spec_of)
 from nas.space import load_space
 
+from spaces import FAST  # noqa: E402
+
 REPO = Path(__file__).resolve().parents[1]
 TINY = REPO / "search_spaces" / "tiny.toml"
 DEFAULT = REPO / "search_spaces" / "shufflenetv2.toml"
-FAST = MeasureSettings(warmup=2, min_repeats=5, max_repeats=40, min_time_s=0.01, rounds=2, retries=0)
 
 
 def test_probe3_memory_half_fits_the_space_and_caps_at_probe2():

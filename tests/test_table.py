@@ -14,34 +14,17 @@ from pathlib import Path
 import pytest
 
 from nas.arch import ArchConfig
-from nas.backends import MeasureSettings, get_backend
+from nas.backends import get_backend
 from nas.cli import main
 from nas.errors import MissingEntriesError, TableError, TableMismatchError, UsageError
 from nas.space import load_space
 from nas.latency import (LatencyTable, build_table, default_table_path, kendall_tau, load_table, predict,
                          validate_table)
 
-REPO = Path(__file__).resolve().parents[1]
-FAST = MeasureSettings(warmup=2, min_repeats=5, max_repeats=40, min_time_s=0.01, rounds=2, retries=0)
+from spaces import FAST, TINY  # noqa: E402
 
-TINY = """
-name = "tiny"
-resolution = [32]
-stem_channels = [8]
-head_channels = [32]
-[[stages]]
-depth = [1, 2]
-width = [16, 24]
-split_ratio = [0.5]
-se = [false]
-kernel = [3]
-[[stages]]
-depth = [1, 2]
-width = [32]
-split_ratio = [0.5]
-se = [false, true]
-kernel = [3]
-"""
+REPO = Path(__file__).resolve().parents[1]
+
 
 
 @pytest.fixture(scope="module")

@@ -9,15 +9,16 @@ from pathlib import Path
 
 import pytest
 
-from nas.backends import MeasureSettings, get_backend
+from nas.backends import get_backend
 from nas.cli import main
 from nas.errors import TableError, TableMismatchError, UsageError
 from nas.latency import build_table, check_table_identity, load_table, predict, table_mismatch, validate_table
 from nas.latency.transfer import transfer_configs, transfer_table, transferred_table
 from nas.space import load_space
 
+from spaces import FAST  # noqa: E402
+
 REPO = Path(__file__).resolve().parents[1]
-FAST = MeasureSettings(warmup=2, min_repeats=5, max_repeats=40, min_time_s=0.01, rounds=2, retries=0)
 LOCAL_PATH = re.compile(r'"(/work|/home|/tmp|/root|/Users|/private|[A-Za-z]:\\\\)[^"]*"')
 
 TINY = """
