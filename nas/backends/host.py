@@ -100,6 +100,9 @@ class CpuDescription:
             line, else its ``Hardware`` line), if any.
         max_mhz: the highest ``cpuinfo_max_freq`` of any core, in MHz, where cpufreq is readable.
         governors: the cores' cpufreq governors, distinct, in core order.
+        signature: ``"x86 family F model M stepping S"`` from cpuinfo's numeric lines (x86 only; None
+            elsewhere): VMs often show only ``AMD EPYC`` as the model name, and two EPYC generations differ
+            by a third in speed behind that same name.
     """
 
     cores: tuple[tuple[str, int], ...] = ()
@@ -107,6 +110,7 @@ class CpuDescription:
     board_model: str | None = None
     max_mhz: int | None = None
     governors: tuple[str, ...] = ()
+    signature: str | None = None
 
     @property
     def cpu_model(self) -> str | None:
@@ -205,7 +209,16 @@ def describe_cpu(cpuinfo: str, *, device_tree_model: str | None = None,
     freqs = [f for f in (max_freq_khz or {}).values() if f > 0]
     govs = tuple(dict.fromkeys(g.strip() for _, g in sorted((governors or {}).items()) if g.strip()))
     return CpuDescription(cores=cores, name=_first_name_line(cpuinfo), board_model=board,
-                          max_mhz=round(max(freqs) / 1000) if freqs else None, governors=govs)
+                          max_mhz=round(max(freqs) / 1000) if freqs else None, governors=govs,
+                          signature=None if cores else _x86_signature(merged))
+
+
+def _x86_signature(merged: Mapping[str, str]) -> str | None:
+    """``"x86 family 26 model 2 stepping 1"`` where cpuinfo has all three numeric lines (x86), else None."""
+    parts = [merged.get(k, "").strip() for k in ("cpu family", "model", "stepping")]
+    if not all(p.isdigit() for p in parts):
+        return None
+    return "x86 family {} model {} stepping {}".format(*parts)
 
 
 def _read(path: Path) -> str | None:
@@ -304,7 +317,8 @@ def host_identity(*, device: str, threads: int, batch: int,
         A dict with ``device cpu_model cpu_count os arch python torch_version threads batch``, plus, where
         known, ``cpu_cores`` (core name -> count, ARM), ``board_model``, ``cpu_max_mhz`` and
         ``cpu_governor`` (provenance: compared only through ``cpu_model``, which includes cores and board),
-        and ``llc_bytes`` (:func:`read_llc_bytes`; sizes a new table's reference probe, never compared).
+        ``cpu_signature`` (x86 family/model/stepping; compared where both sides record it) and
+        ``llc_bytes`` (:func:`read_llc_bytes`; sizes a new table's reference probe, never compared).
     """
     desc = cpu if cpu is not None else read_cpu_description()
     ident: dict[str, Any] = {
@@ -320,6 +334,7 @@ def host_identity(*, device: str, threads: int, batch: int,
     }
     extras = {"cpu_cores": dict(desc.cores) or None, "board_model": desc.board_model,
               "cpu_max_mhz": desc.max_mhz, "cpu_governor": "/".join(desc.governors) or None,
+              "cpu_signature": desc.signature,
               "llc_bytes": read_llc_bytes() if cpu is None else None}
     ident.update({k: v for k, v in extras.items() if v is not None})
     return ident

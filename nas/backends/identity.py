@@ -9,18 +9,22 @@ from __future__ import annotations
 
 from typing import Any, Iterable
 
-__all__ = ["IDENTITY_KEYS", "identity_diff"]
+__all__ = ["IDENTITY_KEYS", "IF_BOTH_KEYS", "identity_diff"]
 
 # The keys of a backend identity that must match for measurements to be comparable (resume, validate).
 IDENTITY_KEYS: tuple[str, ...] = ("device", "backend", "cpu_model", "arch", "runtime", "runtime_version",
-                                  "provider", "threads", "batch", "gpu_model")
+                                  "provider", "threads", "batch", "gpu_model", "cpu_signature")
+# Keys newer than some stored identities: compared only where both sides record them, so a table built before
+# the key existed is not called foreign for lacking it (cpu_signature: x86 family/model/stepping, 2026-12).
+IF_BOTH_KEYS: frozenset[str] = frozenset({"cpu_signature"})
 
 
 def identity_diff(stored: dict[str, Any], now: dict[str, Any], *, keys: Iterable[str] = IDENTITY_KEYS,
                   sides: tuple[str, str] = ("", "")) -> list[str]:
     """The keys on which two identities differ, each as ``"key <stored> vs <now>"`` (empty when they match).
 
-    A key absent from both sides is no difference; absent from one side it is (``None`` on that side).
+    A key absent from both sides is no difference; absent from one side it is (``None`` on that side), except
+    for :data:`IF_BOTH_KEYS`, compared only where both sides have them.
 
     Args:
         stored: the identity recorded with the earlier measurements (a table's, an agent's first answer).
@@ -30,4 +34,5 @@ def identity_diff(stored: dict[str, Any], now: dict[str, Any], *, keys: Iterable
     """
     a, b = (f"{s} " if s else "" for s in sides)
     return [f"{k} {a}{stored.get(k)!r} vs {b}{now.get(k)!r}" for k in keys
-            if (k in stored or k in now) and stored.get(k) != now.get(k)]
+            if (k in stored and k in now if k in IF_BOTH_KEYS else k in stored or k in now)
+            and stored.get(k) != now.get(k)]
