@@ -191,10 +191,16 @@ def _measure(cfg: Any, env: dict[str, Any], args: argparse.Namespace, probe: Any
 
 
 def _top(study: Any, k: int) -> list[Any]:
-    """The front's ``k`` most proxy-accurate candidates (each at its highest rung)."""
+    """The front's ``k`` most proxy-accurate distinct networks (each at its highest rung; a network a sampler
+    proposed twice counts once)."""
     from nas.search import pareto_records
 
-    return sorted(pareto_records(study), key=lambda r: (-r.values[0], r.values[1]))[:k]
+    out, seen = [], set()
+    for r in sorted(pareto_records(study), key=lambda r: (-r.values[0], r.values[1])):
+        if r.config_string not in seen and len(out) < k:
+            seen.add(r.config_string)
+            out.append(r)
+    return out
 
 
 def _reference_1x(env: dict[str, Any], args: argparse.Namespace, probe: Any) -> dict[str, Any]:
