@@ -5,6 +5,7 @@
 #   sudo benchmarks/arm_board.sh setup   # tools, binfmt, arm64 rootfs (debootstrap), agent install (~10-20 min)
 #   sudo benchmarks/arm_board.sh start   # `nas agent` inside the guest, on 127.0.0.1:$NAS_ARM_PORT
 #   sudo benchmarks/arm_board.sh build   # host: build-latency-table --device arm -> validate-table -> predict
+#   sudo benchmarks/arm_board.sh readme  # the README's board section, as a board owner types it (below)
 #   sudo benchmarks/arm_board.sh stop    # stop the agent
 #   sudo benchmarks/arm_board.sh clean   # stop, delete the board (rootfs and its work files)
 #
@@ -264,6 +265,88 @@ print(json.dumps({"seconds": secs, "disk_mb": {k: round(v / 2**20) for k, v in o
 PY
 }
 
+# `readme`: the README's "Measure on an ARM board" steps run as a board owner would type them, on the board
+# made by `setup`. The guest gets what a Raspberry Pi OS image has before step 1 (a user `pi` who may sudo);
+# then every command line of the README's step-1 block runs as `pi` in a login shell, with `<repository URL>`
+# the path of a git repository of this working tree inside the guest; step 2's command line starts the agent as
+# `pi`; step 3's lines run on the host, except the ssh tunnel (the chroot shares the host's loopback, so
+# 127.0.0.1:8765 is already the agent) and with `ssh pi@raspberrypi.local CMD` run as `pi` in the guest.
+# Two additions, both said here: `--space` (the default space's 1,030 blocks would take days under emulation)
+# and `--samples 3` for validate-table. Log and results: $WORK/readme/.
+README=$REPO/README.md
+SELF=$(readlink -f "${BASH_SOURCE[0]}")
+README_PORT=8765
+GUEST_REPO=/srv/nas.git
+
+# The command lines of the first ```bash block after the heading "$1" (comments and blank lines dropped).
+readme_block() {
+    awk -v head="$1" '$0 == head {found = 1; next}
+        found && /^```bash/ {inblock = 1; next}
+        inblock && /^```/ {exit}
+        inblock {sub(/[ \t]+#.*$/, ""); if ($0 !~ /^[ \t]*(#|$)/) print}' "$README"
+}
+
+as_pi() { in_guest /usr/sbin/runuser -l pi -c "$1"; }
+
+cmd_readme() {
+    need_root
+    [ -e "$ROOTFS/.nas-rootfs-done" ] || die "no board at $BOARD; run: $0 setup"
+    enable_binfmt; write_cpuinfo
+    local R=$WORK/readme t0 t1 t2 t3 t4 line
+    rm -rf "$R"; mkdir -p "$R/host"
+    t0=$(now)
+    say "board image: user pi with sudo (what a Raspberry Pi OS image has)"
+    in_guest sh -c 'command -v sudo >/dev/null || DEBIAN_FRONTEND=noninteractive apt-get install -y -q sudo' \
+        >"$R/image.log" 2>&1 || { cat "$R/image.log" >&2; die "installing sudo in the guest failed"; }
+    in_guest sh -c 'id pi >/dev/null 2>&1 || useradd -m -s /bin/bash pi; echo "pi ALL=(ALL) NOPASSWD:ALL" \
+        > /etc/sudoers.d/pi; rm -rf /home/pi/nas-venv /home/pi/nas /home/pi/.config/nas'
+    rm -rf "${ROOTFS:?}$GUEST_REPO"; mkdir -p "$ROOTFS$GUEST_REPO"
+    tree_tar | tar -C "$ROOTFS$GUEST_REPO" -xf -
+    (cd "$ROOTFS$GUEST_REPO" && git init -q && git add -A && git -c user.name=board -c user.email=board@localhost \
+        commit -qm "working tree" && chmod -R a+rX .)
+    say "step 1, as pi: the README's install lines"
+    while IFS= read -r line; do
+        say "  pi\$ $line"
+        echo "pi\$ $line" >> "$R/step1.log"
+        # one login shell per line; the venv that an earlier line activated is active again, as in the
+        # owner's terminal
+        as_pi "cd ~ && if [ -f ~/nas-venv/bin/activate ]; then . ~/nas-venv/bin/activate; fi && $line" \
+            >>"$R/step1.log" 2>&1 || { tail -20 "$R/step1.log" >&2; die "README step 1 failed at: $line"; }
+    done < <(readme_block '### 1. Install on the board' | sed "s|<repository URL>|file://$GUEST_REPO|g")
+    t1=$(now)
+    line=$(readme_block '### 2. Start the agent')
+    say "step 2, as pi: $line"
+    nohup "$0" __pi_agent "$line" >"$R/agent.log" 2>&1 &
+    echo $! > "$WORK/agent.pid"
+    for _ in $(seq 300); do grep -q "listening on" "$R/agent.log" 2>/dev/null && break; sleep 1; done
+    grep -q "listening on" "$R/agent.log" || { cat "$R/agent.log" >&2; die "agent not listening after 300 s"; }
+    t2=$(now)
+    say "step 3, on the host"
+    write_space
+    while IFS= read -r line; do
+        case "$line" in
+            ssh\ -N*) say "  skipped (the chroot shares the host's loopback): $line"; continue ;;
+        esac
+        line=$(printf '%s' "$line" | sed "s|ssh pi@raspberrypi.local |$SELF __pi_cmd |")
+        case "$line" in
+            nas\ build-latency-table*) line="$line --space $WORK/tiny_arm.toml" ;;
+            nas\ validate-table*) line="$line --samples 3" ;;
+        esac
+        say "  host\$ $line"
+        echo "host\$ $line" >> "$R/step3.log"
+        (cd "$R/host" && PATH="$(dirname "$(command -v "$HOST_PY")"):$PATH" \
+            PYTHONPATH="$REPO${PYTHONPATH:+:$PYTHONPATH}" bash -c "nas() { \"$HOST_PY\" -m nas \"\$@\"; }; \
+            source $R/host/env 2>/dev/null; $line; declare -px NAS_AGENT_TOKEN > $R/host/env 2>/dev/null || true") \
+            >>"$R/step3.log" 2>&1 || { tail -20 "$R/step3.log" >&2; die "README step 3 failed at: $line"; }
+        case "$line" in nas\ build-latency-table*) t3=$(now) ;; esac
+    done < <(readme_block '### 3. Build the table from the host')
+    t4=$(now)
+    cmd_stop
+    printf '{"step1_install_s": %d, "step2_agent_start_s": %d, "step3_build_s": %d, "step3_validate_s": %d}\n' \
+        $((t1 - t0)) $((t2 - t1)) $((t3 - t2)) $((t4 - t3)) > "$R/times.json"
+    say "README steps done: $(cat "$R/times.json"); logs in $R"
+}
+
 cmd_build() {
     need_root
     host_py -c "import nas.cli, onnx, torch" 2>/dev/null \
@@ -291,9 +374,13 @@ case "${1:-}" in
     start) cmd_start ;;
     stop) cmd_stop ;;
     build) cmd_build ;;
+    readme) cmd_readme ;;
     clean) cmd_clean ;;
     __guest) shift; guest_exec "$@" ;;
     __agent) exec unshare --mount --propagation private -- "$0" __guest \
                  nas agent --port "$PORT" --label "$LABEL" --max-seconds "$AGENT_MAX_SECONDS" ;;
-    *) sed -n '2,9p' "$0" | sed 's/^# \{0,1\}//' >&2; exit 2 ;;
+    __pi_agent) exec unshare --mount --propagation private -- "$0" __guest /usr/sbin/runuser -l pi -c \
+                    ". ~/nas-venv/bin/activate && $2" ;;
+    __pi_cmd) shift; as_pi "$*" ;;
+    *) sed -n '2,10p' "$0" | sed 's/^# \{0,1\}//' >&2; exit 2 ;;
 esac

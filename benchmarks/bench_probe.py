@@ -6,15 +6,18 @@ Two measurements, written to ``benchmarks/results/bench_probe.json``:
    to end again and again for ``--seconds`` (default 5 minutes); per network the std/mean of the raw times and
    of the per-call ratios network / probe, averaged over the networks. The probes' halves are timed in the
    same interleaved rounds as each network (one ``measure_many`` call), so probe/2 and probe/3 see the same
-   moments. 12 networks of the default space (where probe/3 is probe/2's graph: the space's largest network
-   has 101 MB of weights, above the 15.5 MB cap) and 12 of the tiny space (where probe/3's memory half is 8
-   copies of an 88-wide unit, 0.145 MB).
+   moments. probe/3 is sized as a build on this machine sizes it (the host's last-level cache included): 12
+   networks of the default space (the space's largest network has 101 MB of weights; probe/3 is probe/2's
+   graph where the LLC is unknown or above it, and ~1.25 x the LLC where that is smaller) and 12 of the tiny
+   space (probe/3's memory half is 8 copies of an 88-wide unit, 0.145 MB).
 2. *Cost in a tiny-space request*: every block of ``search_spaces/tiny.toml`` timed as a build times it
    (``BLOCK_SETTINGS``) alone and paired with probe/2 and probe/3; wall time of each request (block export
    included, probe exported once as in a build), the probe's share = 1 - alone / paired. On a board where every
    model runs ``min_repeats`` times (slow boards), the share is projected from the per-run medians times an
    emulation slowdown (``--slowdown``, issue 15: ORT under qemu 422 ms vs 1.5 ms natively = 280x), plus the
-   per-request overhead that makes the issue's probe/2 request ~57 s (``--board-request-s``).
+   per-request overhead that makes the issue's probe/2 request ~57 s (``--board-request-s``). Then the same
+   blocks as a build sends them since issue 15: groups of ``--blocks-per-request`` with one probe/3 each
+   (``cost.grouped``: wall time with and without the probe, per group and in all).
 
 Run with other benchmarks paused; the load average is recorded before and after.
 """
@@ -33,6 +36,8 @@ from typing import Any
 
 REPO = Path(__file__).resolve().parents[1]
 ISSUE_SLOWDOWN = 280.0  # issue 15: 0.5x preset 422 ms under qemu (neoverse-n1) vs 1.5 ms native x86
+from nas.latency.defaults import BLOCKS_PER_REQUEST  # noqa: E402  (light: no torch)
+
 ISSUE_REQUEST_S = 57.0  # issue 15: each tiny-space request (probe/2 + one block) took ~57 s on the emulated board
 
 
@@ -53,7 +58,7 @@ def _ratio(net: Any, *probes: Any) -> float:
     return statistics.median(rounds)
 
 
-def _drift(backend: Any, seconds: float, nets: int) -> dict[str, Any]:
+def _drift(backend: Any, seconds: float, nets: int, llc_bytes: int | None = None) -> dict[str, Any]:
     from dataclasses import replace
 
     from nas.builder import build_model
@@ -70,7 +75,7 @@ def _drift(backend: Any, seconds: float, nets: int) -> dict[str, Any]:
     for name in ("shufflenetv2", "tiny"):
         sp = load_space(REPO / "search_spaces" / f"{name}.toml")
         res = sp.resolution[-1]
-        spec3 = probe_spec_for(sp, resolution=res)
+        spec3 = probe_spec_for(sp, resolution=res, llc_bytes=llc_bytes)  # what a build here uses
         cfgs = calibration_configs(sp, res, nets, seed=0)
         models = [backend.portable(build_model(c, 1000), input_shape=(3, res, res)) for c in cfgs]
         same = spec3.memory_shape == PROBE_V2.memory_shape and spec3.memory_copies == PROBE_V2.memory_copies
@@ -85,7 +90,7 @@ def _drift(backend: Any, seconds: float, nets: int) -> dict[str, Any]:
                 if time.time() - start >= seconds:  # a last partial round: some networks have one sample more
                     break
                 probes = [compute, m2] + ([] if g["same"] else [g["m3"]])
-                shapes = [PROBE_SHAPE, (976, 7, 7)] + ([] if g["same"] else [g["spec3"].memory_shape])
+                shapes = [PROBE_SHAPE, PROBE_V2.memory_shape] + ([] if g["same"] else [g["spec3"].memory_shape])
                 ms = backend.measure_many(probes + [model], input_shapes=shapes + [(3, g["res"], g["res"])],
                                           settings=settings)
                 net = ms[-1]
@@ -114,7 +119,7 @@ def _cost_of(m: Any, settings: Any, slowdown: float) -> tuple[float, float]:
     return here, (fixed + n) * t
 
 
-def _cost(backend: Any, slowdown: float, board_request_s: float) -> dict[str, Any]:
+def _cost(backend: Any, slowdown: float, board_request_s: float, per_request: int) -> dict[str, Any]:
     from nas.builder import build_block
     from nas.latency.defaults import BLOCK_SETTINGS
     from nas.latency.probe import portable_probe
@@ -162,7 +167,45 @@ def _cost(backend: Any, slowdown: float, board_request_s: float) -> dict[str, An
                      "board_request_s": round(statistics.median(sum(r[f"{name}_board_ms"]) for r in rows) / 1000.0
                                               + overhead_s, 1)}
     out["alone_wall_s_median"] = round(statistics.median(r["alone_wall_s"] for r in rows), 4)
+    out["grouped"] = _grouped_cost(backend, sp, spec3, per_request, rows)
     return out
+
+
+def _grouped_cost(backend: Any, sp: Any, spec3: Any, per_request: int, rows: list[dict[str, Any]]) -> dict[str, Any]:
+    """What a build does since issue 15: the space's blocks in groups of ``per_request``, each group one call
+    with one probe/3. Per group, the wall time with the probe and without it (same blocks, same protocol);
+    the probe's share = 1 - alone / paired. The board projection groups the per-block projections alike."""
+    from nas.builder import build_block
+    from nas.latency.defaults import BLOCK_SETTINGS
+    from nas.latency.probe import portable_probe
+    from nas.latency.probe_spec import PROBE_SHAPE
+
+    keys = sp.enumerate_blocks(resolution=32)
+    probe = portable_probe(backend, spec3)
+    groups = []
+    for i in range(0, len(keys), per_request):
+        group = keys[i:i + per_request]
+        shapes = [(k.in_channels, k.resolution, k.resolution) for k in group]
+        walls = {}
+        for name in ("alone", "probe3"):
+            t = time.perf_counter()
+            models = [backend.portable(build_block(k, num_classes=1000), input_shape=sh) for k, sh in zip(group, shapes)]
+            extra = [] if name == "alone" else [probe.compute, probe.memory]
+            extra_shapes = [] if name == "alone" else [PROBE_SHAPE, probe.memory_shape]
+            backend.measure_many(extra + models, input_shapes=extra_shapes + shapes, settings=BLOCK_SETTINGS)
+            walls[name] = time.perf_counter() - t
+        board = rows[i:i + per_request]
+        probe_board = statistics.median(sum(r["probe3_board_ms"][:2]) for r in rows)
+        blocks_board = sum(r["alone_board_ms"][0] for r in board)
+        groups.append({"blocks": len(group), "alone_wall_s": round(walls["alone"], 4),
+                       "probe3_wall_s": round(walls["probe3"], 4),
+                       "probe_share_here_pct": round(100 * (1 - walls["alone"] / walls["probe3"]), 1),
+                       "probe_share_board_pct": round(100 * probe_board / (probe_board + blocks_board), 1)})
+    alone = sum(g["alone_wall_s"] for g in groups)
+    paired = sum(g["probe3_wall_s"] for g in groups)
+    return {"blocks_per_request": per_request, "groups": groups,
+            "probe_share_here_pct": round(100 * (1 - alone / paired), 1),
+            "probe_share_board_pct": round(statistics.median(g["probe_share_board_pct"] for g in groups), 1)}
 
 
 def main() -> None:
@@ -172,6 +215,8 @@ def main() -> None:
     ap.add_argument("--slowdown", type=float, default=ISSUE_SLOWDOWN, help="board projection: times slower")
     ap.add_argument("--board-request-s", type=float, default=ISSUE_REQUEST_S,
                     help="board projection: measured seconds of one probe/2 tiny-space request there")
+    ap.add_argument("--blocks-per-request", type=int, default=BLOCKS_PER_REQUEST,
+                    help="group size of the build's requests (cost part)")
     ap.add_argument("--out", default=str(REPO / "benchmarks" / "results" / "bench_probe.json"))
     args = ap.parse_args()
 
@@ -181,9 +226,9 @@ def main() -> None:
     backend = get_backend("cpu", threads=1, batch=1)
     log: dict[str, Any] = {"started": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "load_start": _load(),
                            "identity": backend.identity()}
-    log["cost"] = _cost(backend, args.slowdown, args.board_request_s)
+    log["cost"] = _cost(backend, args.slowdown, args.board_request_s, args.blocks_per_request)
     log["load_after_cost"] = _load()
-    log["drift"] = _drift(backend, args.seconds, args.nets)
+    log["drift"] = _drift(backend, args.seconds, args.nets, llc_bytes=backend.identity().get("llc_bytes"))
     log["load_end"] = _load()
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(log, indent=1) + "\n")

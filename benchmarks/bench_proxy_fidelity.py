@@ -4,7 +4,8 @@
     python benchmarks/bench_proxy_fidelity.py --list            # the variants and what they change
 
 Ground truth is :mod:`benchmarks.ground_truth` (3 epochs x 20,000 full Fashion-MNIST images at 64², the
-official 10,000-image test split): every ``fidelity-0-NN`` architecture present in its cache
+official 10,000-image test split; the mean over every seed trained, ``--truth-seeds 0`` for seed 0 alone, and
+seed 0 against seed 1 is reported as the ground truth's own tau): every ``fidelity-0-NN`` architecture present in its cache
 (``fidelity_configs(24, 60, 150, seed=0)``, MAC-stratified in 60-150 MFLOPs) is used, however many exist so far
 (``n`` is reported with every figure). For each one: each proxy variant (:data:`VARIANTS`), the zero-cost
 scores (NASWOT, synflow) and MACs and params as naive baselines. Reported per estimator: tau-b with a
@@ -172,12 +173,32 @@ class Runner:
         return rec
 
 
-def truth_records(prefix: str) -> list[dict[str, Any]]:
-    """Ground-truth records of the fidelity architectures present so far (current recipe, seed 0), by label."""
+def truth_records(prefix: str, *, seeds: str = "all") -> list[dict[str, Any]]:
+    """Ground-truth records of the fidelity architectures present so far (current recipe), by label: seed 0's
+    record, with ``test_accuracy`` the mean over every seed present (``seeds="all"``) or seed 0's alone
+    (``"0"``); ``truth_seeds`` lists each seed's accuracy, ``se_binomial`` is the mean's."""
     recipe = gt.recipe_hash()
     recs = [r for r in gt.read_cache().values()
-            if r["label"].startswith(tuple(prefix.split(","))) and r["recipe"] == recipe and r["seed"] == 0]
-    return sorted(recs, key=lambda r: r["label"])
+            if r["label"].startswith(tuple(prefix.split(","))) and r["recipe"] == recipe]
+    out = []
+    for r in sorted((r for r in recs if r["seed"] == 0), key=lambda r: r["label"]):
+        accs = [x["test_accuracy"] for x in sorted(recs, key=lambda x: x["seed"]) if x["label"] == r["label"]
+                and (seeds == "all" or x["seed"] == 0)]
+        out.append({**r, "test_accuracy": float(np.mean(accs)), "truth_seeds": accs,
+                    "se_binomial": r["se_binomial"] / len(accs) ** 0.5})
+    return out
+
+
+def truth_self_tau(rows: list[dict[str, Any]]) -> dict[str, Any] | None:
+    """tau-b of the ground truth's seed 0 against its seed 1 (where both exist): how well the ground truth
+    ranks these architectures against itself, the scale any proxy's tau is read on."""
+    two = [r for r in rows if len(r.get("truth_seeds", [])) >= 2]
+    if len(two) < 3:
+        return None
+    d = np.array([abs(r["truth_seeds"][0] - r["truth_seeds"][1]) for r in two])
+    return {**bootstrap_tau([r["truth_seeds"][0] for r in two], [r["truth_seeds"][1] for r in two]),
+            "mean_abs_diff": float(d.mean()), "seed_std": float(np.mean([np.std(r["truth_seeds"], ddof=1)
+                                                                         for r in two]))}
 
 
 def spread_sigma() -> dict[str, Any]:
@@ -239,6 +260,7 @@ def collect(runner: Runner, truth: list[dict[str, Any]], variants: list[str], *,
 
     cfgs = [load_config(r["config"]) for r in truth]
     rows = [{"label": r["label"], "config_hash": r["config_hash"], "test_accuracy": r["test_accuracy"],
+             "truth_seeds": r["truth_seeds"],
              "se_binomial": r["se_binomial"], "mflops": r["macs"] / 1e6, "params": r["params"]} for r in truth]
     timing: dict[str, dict[str, float]] = {}
     se: dict[str, dict[str, float]] = {}
@@ -335,8 +357,14 @@ def print_table(summary: dict[str, dict[str, Any]], out: dict[str, Any]) -> None
     print(f"Kendall tau-b vs ground truth ({out['recipe']}: 3 ep x 20k full Fashion-MNIST, 10k test), n = "
           f"{out['n']} architectures in {out['mflops_range'][0]:.0f}-{out['mflops_range'][1]:.0f} MFLOPs; "
           f"truth spread across them {out['truth_range'][0] * 100:.2f}-{out['truth_range'][1] * 100:.2f} %")
-    print(f"ground-truth seed spread on 1x: std {sp['std'] * 100:.2f} points over {sp['n']} seeds; noise ceiling "
+    print(f"ground truth = {'mean of >= ' + str(out['truth_seeds_min']) + ' seeds' if out['truth_seeds'] == 'all' else 'seed 0'}"
+          f"; seed spread on 1x: std {sp['std'] * 100:.2f} points over {sp['n']} seeds; noise ceiling "
           f"of a perfect proxy ~{out['noise_ceiling']:.2f}; 90 % bootstrap intervals (architectures resampled)")
+    st = out.get("truth_self_tau")
+    if st:
+        print(f"ground truth against itself (seed 0 vs seed 1, n = {st['n']}): tau-b {_fmt_interval(st, 'tau')}, "
+              f"mean |difference| {st['mean_abs_diff'] * 100:.2f} points, per-architecture seed std "
+              f"{st['seed_std'] * 100:.2f}")
     print(f"{'estimator':16s} {'n':>3s} {'tau-b [90 % CI]':>24s} {'vs quick [90 % CI]':>24s} {'s/cand':>7s} "
           f"{'load':>5s} {'img':>6s} {'eval n':>6s} {'SE pts':>6s} {'relia':>5s}")
     for name, e in summary.items():
@@ -360,7 +388,9 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--variants", default=DEFAULT_VARIANTS, help="comma-separated names (see --list)")
     ap.add_argument("--prefix", default="fidelity-0-",
-                    help="ground-truth labels to judge on (comma-separated label prefixes; seed 0 of each)")
+                    help="ground-truth labels to judge on (comma-separated label prefixes)")
+    ap.add_argument("--truth-seeds", choices=["all", "0"], default="all",
+                    help="ground truth = the mean over every seed present (default) or seed 0 alone")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--noise-seeds", type=int, default=0, help="also train --noise-variants on 1x with K seeds")
     ap.add_argument("--noise-variants", default="quick", help="comma-separated variants for --noise-seeds")
@@ -386,7 +416,7 @@ def main(argv: list[str] | None = None) -> int:
     noise = validation_noise(runner, variants)
     if args.noise_seeds:
         noise["seed_noise"] = seed_noise(runner, [v for v in args.noise_variants.split(",") if v], args.noise_seeds)
-    truth = truth_records(args.prefix)
+    truth = truth_records(args.prefix, seeds=args.truth_seeds)
     if len(truth) < 3:
         raise SystemExit(f"only {len(truth)} ground-truth architectures labelled {args.prefix}*; run "
                          "benchmarks/ground_truth.py fidelity first")
@@ -394,8 +424,10 @@ def main(argv: list[str] | None = None) -> int:
     names = variants + ([] if args.no_zero_cost else list(ZERO_COST)) + ["mflops", "params"]
     sp = spread_sigma()
     accs = [r["test_accuracy"] for r in rows]
-    out = {"n": len(rows), "recipe": gt.recipe_hash(), "truth_spread": sp,
-           "noise_ceiling": noise_ceiling(accs, sp["std"]), "truth_range": [min(accs), max(accs)],
+    k = min(len(r["truth_seeds"]) for r in truth)
+    out = {"n": len(rows), "recipe": gt.recipe_hash(), "truth_spread": sp, "truth_seeds": args.truth_seeds,
+           "truth_seeds_min": k, "truth_self_tau": truth_self_tau(truth),
+           "noise_ceiling": noise_ceiling(accs, sp["std"] / k ** 0.5), "truth_range": [min(accs), max(accs)],
            "mflops_range": [min(r["mflops"] for r in rows), max(r["mflops"] for r in rows)],
            "threads": args.threads, "variants": {v: {"data": variant_settings(v, threads=args.threads)[0],
                                                      "settings": variant_settings(v, threads=args.threads)[1]

@@ -139,7 +139,7 @@ def test_build_with_stderr_to_a_file_writes_progress_lines(tmp_path):
     err = tmp_path / "build.log"
     code = ("import sys; import nas.cli.progress as p; p.PLAIN_EVERY_S = 0.0; from nas.cli import main; "
             f"sys.exit(main(['build-latency-table', '--space', {str(TINY)!r}, '--out', {str(tmp_path / 't.json')!r}, "
-            "'--limit', '4', '--calibration-nets', '0', '--no-verify', '--no-cold']))")
+            "'--limit', '4', '--calibration-nets', '0', '--no-verify', '--no-cold', '--blocks-per-request', '1']))")
     with err.open("w") as f:
         r = subprocess.run([sys.executable, "-c", code], stderr=f, stdout=subprocess.PIPE, text=True, timeout=300,
                            env={**os.environ, "COLUMNS": "120"})
@@ -159,3 +159,83 @@ def test_validate_agent_built_table_without_remote_says_add_remote(tiny_table, t
     assert main(["validate-table", str(tmp_path / "agent.json"), "--samples", "2"]) == 2
     err = capsys.readouterr().err
     assert "--remote" in err and "HOST:PORT" in err and "127.0.0.1:8765" in err
+
+
+class _Counting:
+    """A real onnxruntime backend that records how many models each ``measure_many`` call carried, with an
+    optional agent-style time limit (``limits``)."""
+
+    def __init__(self, limits=None):
+        self.inner, self.calls = get_backend("cpu"), []
+        if limits is not None:
+            self.limits = limits
+
+    def __getattr__(self, name):
+        return getattr(self.inner, name)
+
+    def measure_many(self, models, *, input_shapes, settings=None):
+        self.calls.append(len(models))
+        return self.inner.measure_many(models, input_shapes=input_shapes, settings=settings)
+
+
+def test_build_times_blocks_in_groups_with_one_probe_per_group(tmp_path):
+    space = load_space(TINY)
+    n = len(space.enumerate_blocks(resolution=32))
+    backend = _Counting()
+    table = build_table(space, backend, out=tmp_path / "g.json", settings=FAST, network_settings=FAST,
+                        calibration_nets=0, verify=False, cold=False, blocks_per_request=5)
+    assert len(table.entries) == n
+    assert backend.calls == [2 + 5] * (n // 5) + ([2 + n % 5] if n % 5 else [])  # probe halves + blocks
+    assert len(table.probe["samples"]) == len(backend.calls)  # one probe time per request
+    groups = {}
+    for e in table.entries.values():
+        assert e.ratio > 0 and e.raw_ms > 0
+        groups.setdefault(e.t, []).append(e)
+    assert sorted(len(g) for g in groups.values()) == sorted(c - 2 for c in backend.calls)
+    for g in groups.values():  # a group shares its probe rounds
+        assert len({e.probe_ms for e in g}) == 1
+
+
+def test_group_respects_the_bytes_cap_and_shrinks_under_an_agent_time_limit(tmp_path, monkeypatch):
+    import nas.latency.build as build
+
+    space = load_space(TINY)
+    keys = space.enumerate_blocks(resolution=32)
+    monkeypatch.setattr(build, "GROUP_MAX_BYTES", 1)  # every block is over it: one block per request
+    backend = _Counting()
+    build_table(space, backend, out=tmp_path / "b.json", settings=FAST, network_settings=FAST, calibration_nets=0,
+                verify=False, cold=False, limit=4)
+    assert backend.calls == [3] * 4
+    monkeypatch.undo()
+    slow = _Counting(limits={"max_seconds": 1e-3})  # any group takes over half of it: down to one block
+    build_table(space, slow, out=tmp_path / "s.json", settings=FAST, network_settings=FAST, calibration_nets=0,
+                verify=False, cold=False, limit=6, blocks_per_request=4)
+    assert slow.calls == [2 + 4, 3, 3]
+
+
+def test_a_group_refused_for_the_agent_time_limit_is_halved_and_sent_again(tmp_path):
+    from nas.errors import MeasurementError
+
+    class Capped(_Counting):
+        def measure_many(self, models, *, input_shapes, settings=None):
+            if len(models) > 2 + 3:  # as the agent answers a request that ran past --max-seconds
+                self.calls.append(-len(models))
+                raise MeasurementError("measurement killed after 120.1 s: past this agent's max_seconds limit 120 s",
+                                       field="max_seconds")
+            return super().measure_many(models, input_shapes=input_shapes, settings=settings)
+
+    space = load_space(TINY)
+    capped = Capped()
+    table = build_table(space, capped, out=tmp_path / "c.json", settings=FAST, network_settings=FAST,
+                        calibration_nets=0, verify=False, cold=False, limit=8, blocks_per_request=8)
+    assert capped.calls == [-10, -6, 4, 4, 4, 4]  # 8 refused, 4 refused, then pairs, none lost
+    assert len(table.entries) == 8
+
+
+def test_blocks_per_request_below_one_is_a_usage_error(tmp_path, capsys):
+    from nas.cli import main
+
+    assert main(["build-latency-table", "--space", str(TINY), "--out", str(tmp_path / "t.json"),
+                 "--blocks-per-request", "0"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == ["nas: error: --blocks-per-request 0: must be >= 1"]

@@ -37,6 +37,9 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     b.add_argument("--no-cold", action="store_true",
                    help="skip the cold-weights pass (blocks with > 512 KiB of weights timed as copies that evict each "
                         "other's weights, for networks too big for the last-level cache)")
+    b.add_argument("--blocks-per-request", type=int, default=16,
+                   help="blocks timed together with one reference probe per request (default 16; a board agent's "
+                        "time limit shrinks the groups where needed)")
     b.add_argument("--rescale", choices=["paired", "window", "none"], default="paired",
                    help="how times are put on the build's reference speed: each measurement's own ratio to the "
                         "reference probe timed in the same rounds (paired, default), the probe's running median "
@@ -158,6 +161,8 @@ def cmd_build(args: argparse.Namespace) -> int:
     batch = args.batch if args.batch is not None else (8 if args.device == "gpu" else 1)
     if args.limit is not None and args.limit < 0:
         raise UsageError(f"limit {args.limit}: must be >= 0", field="limit")
+    if args.blocks_per_request < 1:
+        raise UsageError(f"blocks_per_request {args.blocks_per_request}: must be >= 1", field="blocks_per_request")
     if args.resume and args.overwrite:
         raise UsageError("--resume and --overwrite contradict each other; pick one")
     resolution = args.resolution
@@ -175,7 +180,8 @@ def cmd_build(args: argparse.Namespace) -> int:
     with _progress() as progress:
         table = build_table(space, backend, resolution=resolution, out=out, resume=True, progress=progress,
                             limit=args.limit, calibration_nets=args.calibration_nets, rescale=args.rescale,
-                            verify=not args.no_verify, cold=not args.no_cold)
+                            verify=not args.no_verify, cold=not args.no_cold,
+                            blocks_per_request=args.blocks_per_request)
     cal = table.calibration or {}
     summary = {"table": str(out), "device": table.describe(), "entries": len(table.entries),
                "expected_entries": table.expected_entries, "complete": table.complete,

@@ -14,7 +14,8 @@ How a table tracks whole networks (stored in every table as :data:`nas.latency.t
 
 The passes, in order: ``blocks`` (every missing entry), ``verify`` and ``verify-3rd`` (repeated units and
 flagged entries again), ``cold`` (:mod:`nas.latency.cold`), ``calibration``. Each saves the table after every
-measurement and skips what the file already holds, so a killed build resumes where it stopped.
+request (a group of blocks, :meth:`_Build.groups`) and skips what the file already holds, so a killed build
+resumes where it stopped.
 """
 
 from __future__ import annotations
@@ -23,17 +24,17 @@ import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable
+from typing import TYPE_CHECKING, Any, Callable, Iterator
 
 from nas.arch import BlockKey
 from nas.backends.base import MeasureSettings
 from nas.backends.identity import IDENTITY_KEYS, identity_diff
-from nas.errors import TableError, TableMismatchError, UsageError
+from nas.errors import AgentError, MeasurementError, TableError, TableMismatchError, UsageError
 from nas.latency.calibrate import calibration_configs
-from nas.latency.cold import cold_copies, measure_cold
-from nas.latency.defaults import (BLOCK_SETTINGS, CALIBRATION_SEED, COLD_SETTINGS, NETWORK_SETTINGS,
-                                  VERIFY_TOLERANCE)
-from nas.latency.measure import measure_entry, measure_network
+from nas.latency.cold import cold_copies, measure_cold, weight_bytes
+from nas.latency.defaults import (BLOCK_SETTINGS, BLOCKS_PER_REQUEST, CALIBRATION_SEED, COLD_SETTINGS,
+                                  GROUP_MAX_BYTES, NETWORK_SETTINGS, VERIFY_TOLERANCE)
+from nas.latency.measure import measure_entries, measure_network
 from nas.latency.paths import portable_source
 from nas.latency.probe import PROBE_WINDOW_S, RESCALE_MODES, portable_probe
 from nas.latency.probe_spec import ProbeSpec, probe_spec_for, spec_of
@@ -119,6 +120,7 @@ class _Build:
     progress: Progress | None
     probe: Any = None
     last: float = field(default_factory=time.time)
+    per_request: int = BLOCKS_PER_REQUEST
 
     def save(self) -> None:
         now = time.time()
@@ -134,21 +136,52 @@ class _Build:
     def sample(self, t: float, probe_ms: float) -> None:
         self.table.probe["samples"].append([round(t, 3), sig(probe_ms)])
 
+    def groups(self, keys: list[BlockKey], cache: Path | None) -> Iterator[tuple[list[BlockKey], list[Any]]]:
+        """Consecutive groups of ``keys`` measured one request each, as ``(group, entries)``: at most
+        ``per_request`` blocks and ``GROUP_MAX_BYTES`` of weights. Where the backend has a time limit per
+        request (a board agent's ``max_seconds``), a group that took over half of it shrinks the next ones, and
+        a group refused for running past it is halved and sent again."""
+        cap_s = float(getattr(self.backend, "limits", {}).get("max_seconds") or 0.0)
+        i = 0
+        while i < len(keys):
+            group, size = [keys[i]], weight_bytes(keys[i], self.table.num_classes)
+            while i + len(group) < len(keys) and len(group) < self.per_request:
+                wb = weight_bytes(keys[i + len(group)], self.table.num_classes)
+                if size + wb > GROUP_MAX_BYTES:
+                    break
+                group.append(keys[i + len(group)])
+                size += wb
+            t0 = time.perf_counter()
+            try:
+                entries = measure_entries(group, self.backend, self.probe, num_classes=self.table.num_classes,
+                                          settings=self.table.settings, cache=cache)
+            except (AgentError, MeasurementError) as e:
+                if len(group) == 1 or "max_seconds" not in f"{getattr(e, 'field', '')} {e}":
+                    raise
+                self.per_request = len(group) // 2
+                continue
+            wall = time.perf_counter() - t0
+            if cap_s and wall > 0.5 * cap_s:
+                self.per_request = max(1, min(self.per_request, int(0.5 * cap_s / (wall / len(group)))))
+            yield group, entries
+            i += len(group)
+
 
 def _blocks_pass(b: _Build, *, limit: int | None, cache: Path | None) -> None:
-    """Every block the table lacks (at most ``limit`` this run)."""
+    """Every block the table lacks (at most ``limit`` this run), in groups (:meth:`_Build.groups`)."""
     t = b.table
     todo = [k for k in b.keys if k.id not in t.entries]
-    done0 = len(b.keys) - len(todo)
+    done = len(b.keys) - len(todo)
     if limit is not None:
         todo = todo[: max(0, limit)]
-    for i, key in enumerate(todo):
-        b.report("blocks", done0 + i, len(b.keys), key.id)
-        e = measure_entry(key, b.backend, b.probe, num_classes=t.num_classes, settings=t.settings, cache=cache)
-        t.entries[key.id] = e
-        b.sample(e.t, e.probe_ms)
+    b.report("blocks", done, len(b.keys), todo[0].id if todo else "")
+    for group, entries in b.groups(todo, cache):
+        for e in entries:
+            t.entries[e.key.id] = e
+        b.sample(entries[0].t, entries[0].probe_ms)
         b.save()
-    b.report("blocks", done0 + len(todo), len(b.keys), "")
+        done += len(group)
+        b.report("blocks", done, len(b.keys), group[-1].id)
 
 
 def _verify_pass(b: _Build, *, cache: Path | None) -> None:
@@ -162,12 +195,16 @@ def _verify_pass(b: _Build, *, cache: Path | None) -> None:
         again = [k for k in b.keys if (k.kind == "basic" or t.entries[k.id].flagged)
                  and len(t.entries[k.id].runs()) < want
                  and (want == 2 or t.entries[k.id].disagreement() > VERIFY_TOLERANCE)]
-        for i, key in enumerate(again):
-            b.report(phase, i, len(again), key.id)
-            e = measure_entry(key, b.backend, b.probe, num_classes=t.num_classes, settings=t.settings, cache=cache)
-            t.entries[key.id].add_run(e)
-            b.sample(e.t, e.probe_ms)
+        done = 0
+        if again:
+            b.report(phase, 0, len(again), again[0].id)
+        for group, entries in b.groups(again, cache):
+            for e in entries:
+                t.entries[e.key.id].add_run(e)
+            b.sample(entries[0].t, entries[0].probe_ms)
             b.save()
+            done += len(group)
+            b.report(phase, done, len(again), group[-1].id)
         if again:
             b.report(phase, len(again), len(again), "")
 
@@ -211,7 +248,8 @@ def build_table(space: "SearchSpace", backend: "Backend", *, resolution: int | N
                 num_classes: int = 1000, settings: MeasureSettings | None = None,
                 network_settings: MeasureSettings | None = None, limit: int | None = None,
                 calibration_nets: int = 30, seed: int = CALIBRATION_SEED, rescale: str = "paired",
-                verify: bool = True, cold: bool = True) -> LatencyTable:
+                verify: bool = True, cold: bool = True,
+                blocks_per_request: int = BLOCKS_PER_REQUEST) -> LatencyTable:
     """Measure every block of ``space`` at ``resolution`` on ``backend``, then calibrate.
 
     Args:
@@ -232,6 +270,7 @@ def build_table(space: "SearchSpace", backend: "Backend", *, resolution: int | N
         verify: measure every basic unit (repeated within networks) and every flagged entry a second time,
             and a third where the first two disagree by more than ``VERIFY_TOLERANCE``; the entry is the
             median of its runs.
+        blocks_per_request: blocks timed together with one probe per call (:meth:`_Build.groups`).
         cold: time every block whose weights exceed ``COLD_MIN_BYTES`` a second way, as copies that evict
             each other's weights (:mod:`nas.latency.cold`); the calibration decides from which network weight
             size on predictions use it.
@@ -267,7 +306,8 @@ def build_table(space: "SearchSpace", backend: "Backend", *, resolution: int | N
         raise UsageError(f"rescale {rescale!r}: choose one of {list(RESCALE_MODES)}", field="rescale")
     table.probe["rescale"] = rescale
     b = _Build(table=table, space=space, backend=backend, keys=keys, out=out_path, progress=progress,
-               probe=portable_probe(backend, spec), last=start)  # the probe is exported once, timed with every block
+               probe=portable_probe(backend, spec), last=start,  # the probe is exported once, timed with every group
+               per_request=max(1, int(blocks_per_request)))
     # Exported basic units wait here for the verify pass (~200 MB for the default space; deleted at the end).
     cache_dir = tempfile.TemporaryDirectory(prefix="nas-table-") if verify else None
     cache = Path(cache_dir.name) if cache_dir is not None else None

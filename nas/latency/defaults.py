@@ -13,7 +13,8 @@ from pathlib import Path
 from nas.backends.base import MeasureSettings
 
 __all__ = ["DEFAULT_TABLE", "default_table_path", "default_table_name", "BLOCK_SETTINGS", "NETWORK_SETTINGS",
-           "COLD_SETTINGS", "CALIBRATION_SEED", "VERIFY_TOLERANCE"]
+           "COLD_SETTINGS", "CALIBRATION_SEED", "VERIFY_TOLERANCE", "BLOCKS_PER_REQUEST",
+           "GROUP_MAX_BYTES"]
 
 DEFAULT_TABLE = "shufflenetv2_cpu_x86_64_t1_b1_r224.json"  # shipped table of the default space
 
@@ -30,6 +31,12 @@ NETWORK_SETTINGS = MeasureSettings(warmup=5, min_repeats=10, max_repeats=200, mi
 # block's.
 COLD_SETTINGS = MeasureSettings(warmup=2, min_repeats=6, max_repeats=100, min_time_s=0.05, rounds=3, rewarm=1,
                                 max_spread_pct=10.0, retries=0)
+# A build sends blocks in groups, each group timed in one call with one probe (issue 15: with one block per
+# request the probe was ~80 % of a tiny-space request). Measured here (bench_probe, EPYC family 25): groups of 8
+# put the probe at 27 % of the tiny space's requests; 16 (the whole tiny space) at ~15 %. The bytes cap keeps a
+# request well under the agent's 128 MiB limit; a board's time limit shrinks groups (nas.latency.build).
+BLOCKS_PER_REQUEST = 16
+GROUP_MAX_BYTES = 16 * 2**20
 VERIFY_TOLERANCE = 0.04  # a third run when a basic unit's two block/probe ratios differ by > 4 %
 CALIBRATION_SEED = 7919  # calibration draws differ from validate_table's default seed 0
 

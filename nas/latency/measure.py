@@ -4,19 +4,19 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Sequence
 
 from nas.arch import ArchConfig, BlockKey
 from nas.backends.base import MeasureSettings
 from nas.latency.defaults import NETWORK_SETTINGS
 from nas.latency.entry import Entry
-from nas.latency.probe import paired, portable_probe
+from nas.latency.probe import paired, paired_many, portable_probe
 from nas.latency.rounding import sig
 
 if TYPE_CHECKING:  # pragma: no cover
     from nas.backends.base import Backend
 
-__all__ = ["measure_network", "measure_entry"]
+__all__ = ["measure_network", "measure_entry", "measure_entries"]
 
 
 def measure_network(config: ArchConfig, backend: "Backend", *, num_classes: int = 1000,
@@ -52,22 +52,34 @@ def measure_network(config: ArchConfig, backend: "Backend", *, num_classes: int 
 
 
 def measure_entry(key: BlockKey, backend: "Backend", probe: Any, *, num_classes: int,
-                   settings: MeasureSettings, cache: Path | None = None) -> Entry:
-    """Time one block paired with the probe. With ``cache``, a basic unit's exported form is kept there for
+                  settings: MeasureSettings, cache: Path | None = None) -> Entry:
+    """Time one block paired with the probe (:func:`measure_entries` of one block)."""
+    return measure_entries([key], backend, probe, num_classes=num_classes, settings=settings, cache=cache)[0]
+
+
+def measure_entries(keys: Sequence[BlockKey], backend: "Backend", probe: Any, *, num_classes: int,
+                    settings: MeasureSettings, cache: Path | None = None) -> list[Entry]:
+    """Time a group of blocks in one call, each paired with the same probe rounds
+    (:func:`nas.latency.probe.paired_many`). With ``cache``, a basic unit's exported form is kept there for
     the verify pass (exporting is a fifth of the time per entry)."""
     from nas.builder import build_block
 
-    shape = (key.in_channels, key.resolution, key.resolution)
-    cached = cache / f"{key.id}.onnx" if cache is not None and key.kind == "basic" else None
-    if cached is not None and cached.exists():
-        model: Any = cached.read_bytes()
-    else:
-        model = build_block(key, num_classes=num_classes)
-        if cached is not None:
-            model = backend.portable(model, input_shape=shape)
-            if isinstance(model, (bytes, bytearray)):
-                cached.write_bytes(model)
+    models, shapes = [], []
+    for key in keys:
+        shapes.append((key.in_channels, key.resolution, key.resolution))
+        cached = cache / f"{key.id}.onnx" if cache is not None and key.kind == "basic" else None
+        if cached is not None and cached.exists():
+            model: Any = cached.read_bytes()
+        else:
+            model = build_block(key, num_classes=num_classes)
+            if cached is not None:
+                model = backend.portable(model, input_shape=shapes[-1])
+                if isinstance(model, (bytes, bytearray)):
+                    cached.write_bytes(model)
+        models.append(model)
     t = time.time()
-    m, probe_ms, ratio = paired(backend, probe, model, shape, settings)
-    return Entry(key=key, raw_ms=m.median_ms, spread_pct=m.spread_pct, n=m.n, t=t, probe_ms=probe_ms, ratio=ratio,
-                 flagged=m.flagged, attempts=m.attempts, ms=m.median_ms)
+    out = []
+    for key, (m, probe_ms, ratio) in zip(keys, paired_many(backend, probe, models, shapes, settings)):
+        out.append(Entry(key=key, raw_ms=m.median_ms, spread_pct=m.spread_pct, n=m.n, t=t, probe_ms=probe_ms,
+                         ratio=ratio, flagged=m.flagged, attempts=m.attempts, ms=m.median_ms))
+    return out

@@ -27,7 +27,7 @@ if TYPE_CHECKING:  # pragma: no cover
 
 __all__ = ["PROBE_ID", "PROBE_SHAPE", "MEMORY_PROBE_COPIES", "MEMORY_PROBE_SHAPE", "PROBE_WINDOW_S",
            "RESCALE_MODES", "ProbeSpec", "PROBE_V2", "reference_probe", "memory_probe", "Probe", "portable_probe",
-           "Timeline", "rescaled", "paired"]
+           "Timeline", "rescaled", "paired", "paired_many"]
 
 PROBE_WINDOW_S = 60.0  # running median of probe times within +-60 s: follows drift, averages probe noise
 RESCALE_MODES = ("paired", "window", "none")
@@ -117,7 +117,7 @@ def rescaled(raw_ms: float, ratio: float | None, t: float, *, timeline: Timeline
 
 
 def paired(backend: "Backend", probe: Any, model: Any, input_shape: tuple[int, ...],
-            settings: MeasureSettings) -> tuple[Measurement, float, float]:
+           settings: MeasureSettings) -> tuple[Measurement, float, float]:
     """Time ``model`` in interleaved rounds with the probe (a :class:`Probe`, or one portable model).
 
     Returns:
@@ -126,14 +126,31 @@ def paired(backend: "Backend", probe: Any, model: Any, input_shape: tuple[int, .
         measurement's ``flagged`` is recomputed from the spread of the per-round ratios (the quantity the
         table uses), not of the raw times, which a busy machine widens on both sides of the ratio alike.
     """
+    return paired_many(backend, probe, [model], [input_shape], settings)[0]
+
+
+def paired_many(backend: "Backend", probe: Any, models: Sequence[Any], input_shapes: Sequence[tuple[int, ...]],
+                settings: MeasureSettings) -> list[tuple[Measurement, float, float]]:
+    """:func:`paired` for several models in one call: the probe is timed once per round, and each model's
+    round ``k`` is divided by the probe's round ``k``. A build sends a group of blocks this way, so the
+    probe's cost is shared (issue 15: one probe per tiny block was ~80 % of each request).
+
+    Returns:
+        One ``(measurement, probe median ms, ratio)`` per model, in order.
+    """
+    shapes = [tuple(s) for s in input_shapes]
     if isinstance(probe, Probe):
-        mc, mm, mb = backend.measure_many([probe.compute, probe.memory, model],
-                                          input_shapes=[PROBE_SHAPE, probe.memory_shape, input_shape],
-                                          settings=settings)
+        mc, mm, *mbs = backend.measure_many([probe.compute, probe.memory, *models],
+                                            input_shapes=[PROBE_SHAPE, probe.memory_shape, *shapes],
+                                            settings=settings)
         rounds = tuple(math.sqrt(c * m) for c, m in zip(mc.round_medians_ms, mm.round_medians_ms))
         mp = replace(mc, median_ms=math.sqrt(mc.median_ms * mm.median_ms), round_medians_ms=rounds)
     else:
-        mp, mb = backend.measure_many([probe, model], input_shapes=[PROBE_SHAPE, input_shape], settings=settings)
+        mp, *mbs = backend.measure_many([probe, *models], input_shapes=[PROBE_SHAPE, *shapes], settings=settings)
+    return [_ratio_of(mb, mp, settings) for mb in mbs]
+
+
+def _ratio_of(mb: Measurement, mp: Measurement, settings: MeasureSettings) -> tuple[Measurement, float, float]:
     if mb.round_medians_ms and len(mb.round_medians_ms) == len(mp.round_medians_ms):
         ratios = sorted(b / p for b, p in zip(mb.round_medians_ms, mp.round_medians_ms) if p > 0)
         ratio = statistics.median(ratios)
@@ -142,5 +159,3 @@ def paired(backend: "Backend", probe: Any, model: Any, input_shape: tuple[int, .
     else:  # a backend that reports no rounds
         ratio, flagged = mb.median_ms / mp.median_ms, mb.flagged
     return replace(mb, flagged=flagged), mp.median_ms, ratio
-
-
