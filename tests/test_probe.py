@@ -200,7 +200,6 @@ def test_group_respects_the_bytes_cap_and_shrinks_under_an_agent_time_limit(tmp_
     import nas.latency.build as build
 
     space = load_space(TINY)
-    keys = space.enumerate_blocks(resolution=32)
     monkeypatch.setattr(build, "GROUP_MAX_BYTES", 1)  # every block is over it: one block per request
     backend = _Counting()
     build_table(space, backend, out=tmp_path / "b.json", settings=FAST, network_settings=FAST, calibration_nets=0,
