@@ -161,8 +161,13 @@ def test_build_and_validate_a_table_through_the_agent(agent, token, work):
     backend = get_backend("cpu", remote=agent.address, token=token)
     build_table(load_space(work / "tiny.toml"), backend, out=out, settings=FAST, network_settings=FAST,
                 verify=False, calibration_nets=2)  # no verify pass: it re-measures basic units
-    # One request per block (paired with the reference probe on the agent) and per calibration network.
-    assert _measurements(agent, token) - before == TINY_ENTRIES + 2
+    # One request for the 12 blocks (one group, paired with the reference probe on the agent: the agent takes
+    # max_models = 32 models a request) and one per calibration network.
+    assert backend.max_models == 32
+    assert _measurements(agent, token) - before == 1 + 2
+    old = get_backend("cpu", remote=agent.address, token=token)
+    old.limits.pop("max_models")  # as an agent from before max_models answers: it took at most 8 models
+    assert old.max_models == 8
     table = load_table(out, space=load_space(work / "tiny.toml"))
     assert table.complete and len(table.entries) == TINY_ENTRIES and table.calibration
     assert all(e.probe_ms > 0 and e.ratio > 0 for e in table.entries.values())
@@ -319,7 +324,7 @@ def test_model_checks_in_process(tmp_path):
 
 def test_the_wire_format_is_one_module_and_the_client_never_loads_the_server():
     assert {protocol.LIMIT_REQUEST_BYTES, protocol.LIMIT_REPEATS, protocol.LIMIT_SECONDS, protocol.LIMIT_MEMORY_BYTES,
-            protocol.LIMIT_HEADER_SECONDS} == set(AgentLimits().to_dict())
+            protocol.LIMIT_HEADER_SECONDS, protocol.LIMIT_MODELS} == set(AgentLimits().to_dict())
     code = ("import sys, nas.backends.remote; "
             "print(sorted(m for m in sys.modules if m.startswith('nas.agent')))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=REPO)
@@ -390,7 +395,8 @@ def test_agent_restarted_mid_build_the_build_carries_on(work, token, tmp_path):
     out = tmp_path / "carry_on.json"
     try:
         table = build_table(load_space(work / "tiny.toml"), backend, out=out, settings=FAST, network_settings=FAST,
-                            verify=False, calibration_nets=0, progress=progress)
+                            verify=False, calibration_nets=0, progress=progress,
+                            blocks_per_request=1)  # one block a request: the restart falls between two blocks
         assert table.complete and len(load_table(out).entries) == TINY_ENTRIES
         assert _measurements(restarted[0], token) == TINY_ENTRIES - 4  # the rest, each once
     finally:
@@ -413,7 +419,7 @@ def test_agent_killed_mid_build_then_resume_measures_only_the_rest(work, token, 
     try:
         with pytest.raises(AgentError, match="unreachable"):
             build_table(space, backend, out=out, settings=FAST, network_settings=FAST, verify=False,
-                        calibration_nets=2, progress=progress)
+                        calibration_nets=2, progress=progress, blocks_per_request=1)
     finally:
         first.stop()
     before = json.loads(out.read_text())["entries"]  # everything measured so far is saved
@@ -425,7 +431,7 @@ def test_agent_killed_mid_build_then_resume_measures_only_the_rest(work, token, 
         again = RemoteBackend(device="cpu", threads=1, batch=1, remote=second.address, token=token)
         n0 = _measurements(second, token)
         table = build_table(space, again, out=out, resume=True, settings=FAST, network_settings=FAST,
-                            verify=False, calibration_nets=2)
+                            verify=False, calibration_nets=2, blocks_per_request=1)
         measured = _measurements(second, token) - n0
     finally:
         second.stop()

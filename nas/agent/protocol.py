@@ -52,6 +52,8 @@ STAT_MEASUREMENTS = "measurements"  # in ``stats``: measurement requests answere
 # Keys of ``limits`` in the identity answer: the fields of AgentLimits (tests/test_agent.py checks they agree).
 LIMIT_REQUEST_BYTES, LIMIT_REPEATS, LIMIT_SECONDS = "max_request_bytes", "max_repeats", "max_seconds"
 LIMIT_MEMORY_BYTES, LIMIT_HEADER_SECONDS = "max_memory_bytes", "header_seconds"
+LIMIT_MODELS = "max_models"
+OLD_AGENT_MAX_MODELS = 8  # agents that do not report max_models took at most 8 models a request
 MIN_MEMORY_BYTES = 16 * 2**20  # below this onnxruntime cannot create a session for the smallest model
 
 
@@ -70,6 +72,7 @@ class AgentLimits:
             imported (``RLIMIT_AS``); a model needing more is answered 422.
         header_seconds: time a connection has to send its request line and headers (a client that trickles
             them is dropped, so slow connections cannot hold the agent's few connection slots).
+        max_models: models in one request (a build sends the probe's two halves and a group of blocks).
 
     Raises:
         UsageError: a limit below its minimum (the field names it).
@@ -83,6 +86,7 @@ class AgentLimits:
     # about 3x that, and the tensor-element cap (128 Mi elements) is 512 MiB as float32: 2 GiB covers both.
     max_memory_bytes: int = 2 * 2**30
     header_seconds: float = 5.0  # a request's headers are ~1 kB: they arrive in milliseconds even over SSH
+    max_models: int = 32  # a build's group: 2 probe halves + up to 16 blocks (max_request_bytes bounds the bytes)
 
     def __post_init__(self) -> None:
         if self.max_request_bytes < 1024:
@@ -94,6 +98,9 @@ class AgentLimits:
             raise UsageError(f"max_seconds {self.max_seconds}: must be > 0 and finite", field="max_seconds")
         if not 0 < self.header_seconds < float("inf"):
             raise UsageError(f"header_seconds {self.header_seconds}: must be > 0 and finite", field="header_seconds")
+        if self.max_models < 3:
+            raise UsageError(f"max_models {self.max_models}: must be >= 3 (the probe's two halves and a block)",
+                             field="max_models")
         if self.max_memory_bytes < MIN_MEMORY_BYTES:
             raise UsageError(f"max_memory_bytes {self.max_memory_bytes}: too small for onnxruntime (>= "
                              f"{MIN_MEMORY_BYTES // 2**20} MiB)", field="max_memory_mb")

@@ -23,7 +23,7 @@ __all__ = ["MAX_INPUT_ELEMENTS", "MAX_MODELS", "MAX_RETRIES", "MAX_ROUNDS", "Mea
 
 MAX_RETRIES = 5  # MeasureSettings.retries cap: each retry re-runs every timed round
 MAX_ROUNDS = 100  # MeasureSettings.rounds cap: the table asks for 5; more only adds per-round overhead
-MAX_MODELS = 8  # models per request (the table sends 2: the reference probe and a block)
+MAX_MODELS = 32  # AgentLimits.max_models's default (a build sends the probe's 2 halves + a group of blocks)
 MAX_INPUT_ELEMENTS = 1 << 26  # 64 M floats = 256 MiB of input: far beyond any image batch, short of exhausting a board
 MAX_DIM = 65536  # largest accepted input dimension (batch, channels or pixels)
 
@@ -105,10 +105,11 @@ def _check_shape(shape: Any, where: str) -> tuple[int, int, int, int]:
     return shape[0], shape[1], shape[2], shape[3]
 
 
-def _check_models(models: Any, content_length: int | None) -> tuple[list[tuple[int, int, int, int]], list[int]]:
+def _check_models(models: Any, content_length: int | None,
+                  max_models: int = MAX_MODELS) -> tuple[list[tuple[int, int, int, int]], list[int]]:
     """The models' input shapes and byte sizes; the sizes must add up to the body's declared length."""
-    if not isinstance(models, list) or not 1 <= len(models) <= MAX_MODELS:
-        raise AgentError(f"{MODELS}: expected a list of 1..{MAX_MODELS} {{{INPUT_SHAPE}, {BYTES}}} objects",
+    if not isinstance(models, list) or not 1 <= len(models) <= max_models:
+        raise AgentError(f"{MODELS}: expected a list of 1..{max_models} {{{INPUT_SHAPE}, {BYTES}}} objects",
                          field=MODELS)
     shapes, sizes = [], []
     for i, m in enumerate(models):
@@ -171,7 +172,7 @@ def parse_request(meta: Any, *, limits: AgentLimits, content_length: int | None 
     """
     if not isinstance(meta, dict):
         raise AgentError(f"{MEASURE_HEADER}: expected a JSON object")
-    shapes, sizes = _check_models(meta.get(MODELS), content_length)
+    shapes, sizes = _check_models(meta.get(MODELS), content_length, limits.max_models)
     device, threads, _ = check_device_threads(meta.get(DEVICE, "cpu"), meta.get(THREADS, 1))
     settings = _check_settings(meta.get(SETTINGS) or {}, limits)
     return MeasureRequest(input_shapes=tuple(shapes), sizes=tuple(sizes), settings=settings, threads=threads,

@@ -308,6 +308,11 @@ class RemoteBackend(Backend):
         """
         return self.measure_many([model], input_shapes=[input_shape], settings=settings)[0]
 
+    @property
+    def max_models(self) -> int:
+        """Models the agent takes in one request (agents that do not say took 8)."""
+        return int(self.limits.get(wire.LIMIT_MODELS) or wire.OLD_AGENT_MAX_MODELS)
+
     def measure_many(self, models: Sequence["nn.Module | bytes"], *, input_shapes: Sequence[Sequence[int]],
                      settings: MeasureSettings | None = None) -> list[Measurement]:
         """Time several models on the agent in interleaved rounds, in one request (see

@@ -141,7 +141,10 @@ class _Build:
         ``per_request`` blocks and ``GROUP_MAX_BYTES`` of weights. Where the backend has a time limit per
         request (a board agent's ``max_seconds``), a group that took over half of it shrinks the next ones, and
         a group refused for running past it is halved and sent again."""
-        cap_s = float(getattr(self.backend, "limits", {}).get("max_seconds") or 0.0)
+        cap_s = float((getattr(self.backend, "limits", None) or {}).get("max_seconds") or 0.0)
+        max_models = getattr(self.backend, "max_models", None)  # a board agent's; 2 of them are the probe's
+        if max_models:
+            self.per_request = max(1, min(self.per_request, int(max_models) - 2))
         i = 0
         while i < len(keys):
             group, size = [keys[i]], weight_bytes(keys[i], self.table.num_classes)
@@ -306,8 +309,7 @@ def build_table(space: "SearchSpace", backend: "Backend", *, resolution: int | N
         raise UsageError(f"rescale {rescale!r}: choose one of {list(RESCALE_MODES)}", field="rescale")
     table.probe["rescale"] = rescale
     b = _Build(table=table, space=space, backend=backend, keys=keys, out=out_path, progress=progress,
-               probe=portable_probe(backend, spec), last=start,  # the probe is exported once, timed with every group
-               per_request=max(1, int(blocks_per_request)))
+               probe=portable_probe(backend, spec), last=start, per_request=max(1, int(blocks_per_request)))
     # Exported basic units wait here for the verify pass (~200 MB for the default space; deleted at the end).
     cache_dir = tempfile.TemporaryDirectory(prefix="nas-table-") if verify else None
     cache = Path(cache_dir.name) if cache_dir is not None else None
