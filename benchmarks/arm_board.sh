@@ -288,10 +288,26 @@ readme_block() {
 
 as_pi() { in_guest /usr/sbin/runuser -l pi -c "$1"; }
 
+# sudo in the guest needs setuid to work through qemu: binfmt_misc's C flag (credentials from the binary, not
+# the interpreter). Debian registers qemu-aarch64 with P F only, so re-register the same entry with C added.
+enable_binfmt_suid() {
+    local f=/proc/sys/fs/binfmt_misc/qemu-aarch64 interp magic mask flags
+    flags=$(sed -n 's/^flags: //p' "$f")
+    case "$flags" in *C*) return ;; esac
+    interp=$(sed -n 's/^interpreter //p' "$f")
+    magic=$(sed -n 's/^magic //p' "$f" | sed 's/\(..\)/\\x\1/g')
+    mask=$(sed -n 's/^mask //p' "$f" | sed 's/\(..\)/\\x\1/g')
+    echo -1 > "$f"
+    printf ':qemu-aarch64:M::%s:%s:%s:%sC\n' "$magic" "$mask" "$interp" "$flags" > /proc/sys/fs/binfmt_misc/register
+    say "binfmt qemu-aarch64 re-registered with flags ${flags}C (setuid sudo in the guest)"
+}
+
 cmd_readme() {
     need_root
     [ -e "$ROOTFS/.nas-rootfs-done" ] || die "no board at $BOARD; run: $0 setup"
-    enable_binfmt; write_cpuinfo
+    host_py -c "import nas.cli, onnx, torch" 2>/dev/null \
+        || die "the host side needs the project's dependencies: activate its venv or set NAS_PYTHON"
+    enable_binfmt; enable_binfmt_suid; write_cpuinfo
     local R=$WORK/readme t0 t1 t2 t3 t4 line
     rm -rf "$R"; mkdir -p "$R/host"
     t0=$(now)
@@ -304,6 +320,7 @@ cmd_readme() {
     tree_tar | tar -C "$ROOTFS$GUEST_REPO" -xf -
     (cd "$ROOTFS$GUEST_REPO" && git init -q && git add -A && git -c user.name=board -c user.email=board@localhost \
         commit -qm "working tree" && chmod -R a+rX .)
+    in_guest chown -R pi:pi "$GUEST_REPO"  # git refuses a repository of another owner ("dubious ownership")
     say "step 1, as pi: the README's install lines"
     while IFS= read -r line; do
         say "  pi\$ $line"
@@ -335,7 +352,7 @@ cmd_readme() {
         say "  host\$ $line"
         echo "host\$ $line" >> "$R/step3.log"
         (cd "$R/host" && PATH="$(dirname "$(command -v "$HOST_PY")"):$PATH" \
-            PYTHONPATH="$REPO${PYTHONPATH:+:$PYTHONPATH}" bash -c "nas() { \"$HOST_PY\" -m nas \"\$@\"; }; \
+            PYTHONPATH="$REPO${PYTHONPATH:+:$PYTHONPATH}" bash -ec "nas() { \"$HOST_PY\" -m nas \"\$@\"; }; \
             source $R/host/env 2>/dev/null; $line; declare -px NAS_AGENT_TOKEN > $R/host/env 2>/dev/null || true") \
             >>"$R/step3.log" 2>&1 || { tail -20 "$R/step3.log" >&2; die "README step 3 failed at: $line"; }
         case "$line" in nas\ build-latency-table*) t3=$(now) ;; esac

@@ -367,16 +367,18 @@ def test_calibration_is_used_as_stored_and_refitted_only_when_asked(built, tmp_p
 def test_tiny_table_predicts_real_networks_within_a_factor_of_two(built):
     """A loose quality bound on a real (tiny, 32 px) build: whole networks timed end to end with the same
     backend, paired with the reference probe and put on the table's speed as a build does (validate_table), are
-    all predicted within a factor of 2, and networks measured >= 20 % apart are mostly ranked right. A broken
+    all predicted within a factor of 2, and networks measured >= 40 % apart are mostly ranked right. A broken
     sum, calibration or rescaling is off by more than that; load from other processes cancels in the pairing
-    (seen here: predicted / measured 0.90-1.12)."""
+    (seen here: predicted / measured 0.90-1.12). 40 %, not 20 %: on the 2026-12-03 EPYC VM one paired time of
+    a tiny network varied 12.8 % (std) over 5 minutes (benchmarks/bench_probe.py), so two networks 20 % apart
+    were misordered by the measurement itself under load."""
     table, _ = built
     fig = validate_table(table, get_backend("cpu"), samples=8, seed=3, save=False)
     ratios = [n["predicted_ms"] / n["ms"] for n in fig["nets"]]
     assert all(0.5 < r < 2.0 for r in ratios), ratios
     nets = list({n["config"]: n for n in fig["nets"]}.values())  # a tiny space draws repeats
     apart = [(a, b) for i, a in enumerate(nets) for b in nets[i + 1:]
-             if max(a["ms"], b["ms"]) > 1.2 * min(a["ms"], b["ms"])]
+             if max(a["ms"], b["ms"]) > 1.4 * min(a["ms"], b["ms"])]
     right = [(a["ms"] > b["ms"]) == (a["predicted_ms"] > b["predicted_ms"]) for a, b in apart]
     if len(right) >= 3:
         assert sum(right) >= 0.75 * len(right), list(zip(apart, right))
