@@ -335,6 +335,7 @@ cmd_readme() {
     say "step 2, as pi: $line"
     nohup "$0" __pi_agent "$line" >"$R/agent.log" 2>&1 &
     echo $! > "$WORK/agent.pid"
+    trap cmd_stop EXIT  # the agent goes with the script, whichever way it ends
     for _ in $(seq 300); do grep -q "listening on" "$R/agent.log" 2>/dev/null && break; sleep 1; done
     grep -q "listening on" "$R/agent.log" || { cat "$R/agent.log" >&2; die "agent not listening after 300 s"; }
     t2=$(now)
@@ -353,7 +354,7 @@ cmd_readme() {
         echo "host\$ $line" >> "$R/step3.log"
         (cd "$R/host" && PATH="$(dirname "$(command -v "$HOST_PY")"):$PATH" \
             PYTHONPATH="$REPO${PYTHONPATH:+:$PYTHONPATH}" bash -ec "nas() { \"$HOST_PY\" -m nas \"\$@\"; }; \
-            source $R/host/env 2>/dev/null; $line; declare -px NAS_AGENT_TOKEN > $R/host/env 2>/dev/null || true") \
+            if [ -f $R/host/env ]; then source $R/host/env; fi; $line; declare -px NAS_AGENT_TOKEN > $R/host/env 2>/dev/null || true") \
             >>"$R/step3.log" 2>&1 || { tail -20 "$R/step3.log" >&2; die "README step 3 failed at: $line"; }
         case "$line" in nas\ build-latency-table*) t3=$(now) ;; esac
     done < <(readme_block '### 3. Build the table from the host')
@@ -361,6 +362,22 @@ cmd_readme() {
     cmd_stop
     printf '{"step1_install_s": %d, "step2_agent_start_s": %d, "step3_build_s": %d, "step3_validate_s": %d}\n' \
         $((t1 - t0)) $((t2 - t1)) $((t3 - t2)) $((t4 - t3)) > "$R/times.json"
+    R="$R" OUT="$REPO/benchmarks/results/arm_board_readme.json" host_py - <<'PY'
+import json, os, time
+from pathlib import Path
+r = Path(os.environ["R"])
+table = json.loads((r / "host" / "latency_tables" / "pi4.json").read_text())
+val = (table.get("validation") or {})
+out = {"what": "the README's board section (steps 1-3) typed on the emulated board: benchmarks/arm_board.sh readme",
+       "date": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "seconds": json.loads((r / "times.json").read_text()),
+       "table": {"entries": len(table["entries"]), "build_seconds": table.get("build_seconds"),
+                 "identity": {k: table["identity"].get(k) for k in ("device", "arch", "cpu_model", "cpu_count",
+                                                                    "runtime_version", "board", "measured_via")}},
+       "validation": {k: val.get(k) for k in ("mape_pct", "within_5_pct", "within_10_pct", "samples") if k in val},
+       "step1_lines": [ln[4:] for ln in (r / "step1.log").read_text().splitlines() if ln.startswith("pi$ ")],
+       "step3_lines": [ln[6:] for ln in (r / "step3.log").read_text().splitlines() if ln.startswith("host$ ")]}
+Path(os.environ["OUT"]).write_text(json.dumps(out, indent=2) + "\n")
+PY
     say "README steps done: $(cat "$R/times.json"); logs in $R"
 }
 
