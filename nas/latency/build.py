@@ -259,7 +259,7 @@ def build_table(space: "SearchSpace", backend: "Backend", *, resolution: int | N
         space: the search space; its every distinct block is measured.
         backend: where to measure (its threads and batch become the table's identity).
         resolution: input resolution (default: the space's only choice).
-        out: table file; written atomically after every entry.
+        out: table file; written atomically after every request (a group of blocks).
         resume: continue an existing ``out`` with the same identity (else an existing file is an error).
         progress: called as ``progress(phase, done, total, label)``; phases ``blocks``, ``verify``,
             ``verify-3rd``, ``cold``, ``calibration``.

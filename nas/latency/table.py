@@ -9,8 +9,9 @@ calibration holds networks but no fit (written before the fit was stored, or sto
 once when loaded.
 
 The file is JSON: schema, identity, space (hash and its full document), settings, probe, calibration,
-validation, then one entry per line. Writes are atomic (:mod:`nas._io`) after every entry, so a killed build
-loses at most the entry in flight and a re-run measures only what is missing.
+validation, then one entry per line. Writes are atomic (:mod:`nas._io`) after every request (a group of
+blocks, :mod:`nas.latency.build`), so a killed build loses at most the group in flight and a re-run measures only
+what is missing.
 """
 
 from __future__ import annotations
