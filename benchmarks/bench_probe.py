@@ -9,7 +9,9 @@ Two measurements, written to ``benchmarks/results/bench_probe.json``:
    moments. probe/3 is sized as a build on this machine sizes it (the host's last-level cache included): 12
    networks of the default space (the space's largest network has 101 MB of weights; probe/3 is probe/2's
    graph where the LLC is unknown or above it, and ~1.25 x the LLC where that is smaller) and 12 of the tiny
-   space (probe/3's memory half is 8 copies of an 88-wide unit, 0.145 MB).
+   space (probe/3's memory half is 8 copies of an 88-wide unit, 0.145 MB). Since session 6 probe/3's compute
+   half runs at ``min(64, resolution)`` px (32 px on the tiny space); ``p3_c64`` is session 5's probe/3 (64-px
+   compute half), timed in the same rounds, so the two are compared on the same moments.
 2. *Cost in a tiny-space request*: every block of ``search_spaces/tiny.toml`` timed as a build times it
    (``BLOCK_SETTINGS``) alone and paired with probe/2 and probe/3; wall time of each request (block export
    included, probe exported once as in a build), the probe's share = 1 - alone / paired. On a board where every
@@ -17,7 +19,8 @@ Two measurements, written to ``benchmarks/results/bench_probe.json``:
    emulation slowdown (``--slowdown``, issue 15: ORT under qemu 422 ms vs 1.5 ms natively = 280x), plus the
    per-request overhead that makes the issue's probe/2 request ~57 s (``--board-request-s``). Then the same
    blocks as a build sends them since issue 15: groups of ``--blocks-per-request`` with one probe/3 each
-   (``cost.grouped``: wall time with and without the probe, per group and in all).
+   (``cost.grouped``: wall time with and without the probe, per group and in all; probe/3 and ``probe3_c64``
+   each timed in ``GROUP_REPEATS`` interleaved repeats, median kept).
 
 Run with other benchmarks paused; the load average is recorded before and after.
 """
@@ -38,7 +41,13 @@ REPO = Path(__file__).resolve().parents[1]
 ISSUE_SLOWDOWN = 280.0  # issue 15: 0.5x preset 422 ms under qemu (neoverse-n1) vs 1.5 ms native x86
 from nas.latency.defaults import BLOCKS_PER_REQUEST  # noqa: E402  (light: no torch)
 
+GROUP_REPEATS = 5  # each group's request timed 5 times per variant, median kept (the VM drifts within seconds)
 ISSUE_REQUEST_S = 57.0  # issue 15: each tiny-space request (probe/2 + one block) took ~57 s on the emulated board
+
+
+# raw times; / probe/2; / probe/3 as a build sizes it now; / probe/3 with session 5's 64-px compute half;
+# / probe/2's compute half alone; / probe/2's memory half alone
+DRIFT_KEYS = ("raw", "p2", "p3", "p3_c64", "c", "m")
 
 
 def _load() -> list[float]:
@@ -80,23 +89,27 @@ def _drift(backend: Any, seconds: float, nets: int, llc_bytes: int | None = None
         models = [backend.portable(build_model(c, 1000), input_shape=(3, res, res)) for c in cfgs]
         same = spec3.memory_shape == PROBE_V2.memory_shape and spec3.memory_copies == PROBE_V2.memory_copies
         m3 = m2 if same else backend.portable(memory_probe(spec3), input_shape=spec3.memory_shape)
-        groups[name] = {"spec3": spec3, "same": same, "cfgs": cfgs, "models": models, "m3": m3, "res": res,
-                        "raw": [[] for _ in cfgs], "p2": [[] for _ in cfgs], "p3": [[] for _ in cfgs],
-                        "c": [[] for _ in cfgs], "m": [[] for _ in cfgs]}
+        # probe/3's compute half at the space's resolution where that is below 64 px (session 6)
+        c3 = (backend.portable(reference_probe(), input_shape=spec3.compute_shape)
+              if spec3.compute_shape != PROBE_SHAPE else None)
+        groups[name] = {"spec3": spec3, "same": same, "cfgs": cfgs, "models": models, "m3": m3, "c3": c3,
+                        "res": res, **{k: [[] for _ in cfgs] for k in DRIFT_KEYS}}
     start, rounds = time.time(), 0
     while time.time() - start < seconds:
         for g in groups.values():
             for i, model in enumerate(g["models"]):
                 if time.time() - start >= seconds:  # a last partial round: some networks have one sample more
                     break
-                probes = [compute, m2] + ([] if g["same"] else [g["m3"]])
-                shapes = [PROBE_SHAPE, PROBE_V2.memory_shape] + ([] if g["same"] else [g["spec3"].memory_shape])
+                probes = [compute, m2] + ([] if g["same"] else [g["m3"]]) + ([g["c3"]] if g["c3"] else [])
+                shapes = ([PROBE_SHAPE, PROBE_V2.memory_shape] + ([] if g["same"] else [g["spec3"].memory_shape])
+                          + ([g["spec3"].compute_shape] if g["c3"] else []))
                 ms = backend.measure_many(probes + [model], input_shapes=shapes + [(3, g["res"], g["res"])],
                                           settings=settings)
-                net = ms[-1]
+                net, m3 = ms[-1], ms[1] if g["same"] else ms[2]
                 g["raw"][i].append(net.median_ms)
                 g["p2"][i].append(_ratio(net, ms[0], ms[1]))
-                g["p3"][i].append(_ratio(net, ms[0], ms[1] if g["same"] else ms[2]))
+                g["p3_c64"][i].append(_ratio(net, ms[0], m3))
+                g["p3"][i].append(_ratio(net, ms[-2] if g["c3"] else ms[0], m3))
                 g["c"][i].append(_ratio(net, ms[0]))
                 g["m"][i].append(_ratio(net, ms[1]))
         rounds += 1
@@ -105,8 +118,7 @@ def _drift(backend: Any, seconds: float, nets: int, llc_bytes: int | None = None
     for name, g in groups.items():
         out[name] = {"probe3_id": g["spec3"].id, "probe3_is_probe2_graph": g["same"],
                      "networks": [c.to_string() for c in g["cfgs"]],
-                     **{f"std_pct_{k}": round(statistics.fmean(_cv(s) for s in g[k]), 2)
-                        for k in ("raw", "p2", "p3", "c", "m")}}
+                     **{f"std_pct_{k}": round(statistics.fmean(_cv(s) for s in g[k]), 2) for k in DRIFT_KEYS}}
     return out
 
 
@@ -123,12 +135,15 @@ def _cost(backend: Any, slowdown: float, board_request_s: float, per_request: in
     from nas.builder import build_block
     from nas.latency.defaults import BLOCK_SETTINGS
     from nas.latency.probe import portable_probe
+    from dataclasses import replace
+
     from nas.latency.probe_spec import PROBE_SHAPE, PROBE_V2, probe_spec_for
     from nas.space import load_space
 
     sp = load_space(REPO / "search_spaces" / "tiny.toml")
     spec3 = probe_spec_for(sp, resolution=32)
-    probes = {"probe2": portable_probe(backend, PROBE_V2), "probe3": portable_probe(backend, spec3)}
+    probes = {"probe2": portable_probe(backend, PROBE_V2), "probe3": portable_probe(backend, spec3),
+              "probe3_c64": portable_probe(backend, replace(spec3, compute_resolution=PROBE_SHAPE[1]))}
     rows = []
     for key in sp.enumerate_blocks(resolution=32):
         shape = (key.in_channels, key.resolution, key.resolution)
@@ -140,7 +155,8 @@ def _cost(backend: Any, slowdown: float, board_request_s: float, per_request: in
                 ms = backend.measure_many([model], input_shapes=[shape], settings=BLOCK_SETTINGS)
             else:
                 ms = backend.measure_many([p.compute, p.memory, model],
-                                          input_shapes=[PROBE_SHAPE, p.memory_shape, shape], settings=BLOCK_SETTINGS)
+                                          input_shapes=[p.compute_shape, p.memory_shape, shape],
+                                          settings=BLOCK_SETTINGS)
             row[f"{name}_wall_s"] = round(time.perf_counter() - t, 4)
             costs = [_cost_of(m, BLOCK_SETTINGS, slowdown) for m in ms]
             row[f"{name}_board_ms"] = [round(c[1], 1) for c in costs]  # [compute, memory, block] (or [block])
@@ -174,38 +190,49 @@ def _cost(backend: Any, slowdown: float, board_request_s: float, per_request: in
 def _grouped_cost(backend: Any, sp: Any, spec3: Any, per_request: int, rows: list[dict[str, Any]]) -> dict[str, Any]:
     """What a build does since issue 15: the space's blocks in groups of ``per_request``, each group one call
     with one probe/3. Per group, the wall time with the probe and without it (same blocks, same protocol);
-    the probe's share = 1 - alone / paired. The board projection groups the per-block projections alike."""
+    the probe's share = 1 - alone / paired. ``probe3_c64`` is session 5's probe/3 (64-px compute half), timed
+    in the same run for comparison. The board projection groups the per-block projections alike."""
+    from dataclasses import replace
+
     from nas.builder import build_block
     from nas.latency.defaults import BLOCK_SETTINGS
     from nas.latency.probe import portable_probe
     from nas.latency.probe_spec import PROBE_SHAPE
 
     keys = sp.enumerate_blocks(resolution=32)
-    probe = portable_probe(backend, spec3)
+    probes = {"probe3": portable_probe(backend, spec3),
+              "probe3_c64": portable_probe(backend, replace(spec3, compute_resolution=PROBE_SHAPE[1]))}
     groups = []
     for i in range(0, len(keys), per_request):
         group = keys[i:i + per_request]
         shapes = [(k.in_channels, k.resolution, k.resolution) for k in group]
-        walls = {}
-        for name in ("alone", "probe3"):
-            t = time.perf_counter()
-            models = [backend.portable(build_block(k, num_classes=1000), input_shape=sh) for k, sh in zip(group, shapes)]
-            extra = [] if name == "alone" else [probe.compute, probe.memory]
-            extra_shapes = [] if name == "alone" else [PROBE_SHAPE, probe.memory_shape]
-            backend.measure_many(extra + models, input_shapes=extra_shapes + shapes, settings=BLOCK_SETTINGS)
-            walls[name] = time.perf_counter() - t
+        samples: dict[str, list[float]] = {name: [] for name in ("alone", *probes)}
+        for _ in range(GROUP_REPEATS):  # interleaved: a slow phase of the VM hits every variant alike
+            for name in samples:
+                t = time.perf_counter()
+                models = [backend.portable(build_block(k, num_classes=1000), input_shape=sh)
+                          for k, sh in zip(group, shapes)]
+                probe = probes.get(name)
+                extra = [] if probe is None else [probe.compute, probe.memory]
+                extra_shapes = [] if probe is None else [probe.compute_shape, probe.memory_shape]
+                backend.measure_many(extra + models, input_shapes=extra_shapes + shapes, settings=BLOCK_SETTINGS)
+                samples[name].append(time.perf_counter() - t)
+        walls = {name: statistics.median(v) for name, v in samples.items()}
         board = rows[i:i + per_request]
-        probe_board = statistics.median(sum(r["probe3_board_ms"][:2]) for r in rows)
         blocks_board = sum(r["alone_board_ms"][0] for r in board)
-        groups.append({"blocks": len(group), "alone_wall_s": round(walls["alone"], 4),
-                       "probe3_wall_s": round(walls["probe3"], 4),
-                       "probe_share_here_pct": round(100 * (1 - walls["alone"] / walls["probe3"]), 1),
-                       "probe_share_board_pct": round(100 * probe_board / (probe_board + blocks_board), 1)})
+        row = {"blocks": len(group), **{f"{n}_wall_s": round(w, 4) for n, w in walls.items()}}
+        for name in probes:
+            probe_board = statistics.median(sum(r[f"{name}_board_ms"][:2]) for r in rows)
+            row[f"{name}_share_here_pct"] = round(100 * (1 - walls["alone"] / walls[name]), 1)
+            row[f"{name}_share_board_pct"] = round(100 * probe_board / (probe_board + blocks_board), 1)
+        groups.append(row)
     alone = sum(g["alone_wall_s"] for g in groups)
-    paired = sum(g["probe3_wall_s"] for g in groups)
-    return {"blocks_per_request": per_request, "groups": groups,
-            "probe_share_here_pct": round(100 * (1 - alone / paired), 1),
-            "probe_share_board_pct": round(statistics.median(g["probe_share_board_pct"] for g in groups), 1)}
+    out: dict[str, Any] = {"blocks_per_request": per_request, "groups": groups}
+    for name in probes:
+        paired = sum(g[f"{name}_wall_s"] for g in groups)
+        out[name] = {"probe_share_here_pct": round(100 * (1 - alone / paired), 1),
+                     "probe_share_board_pct": round(statistics.median(g[f"{name}_share_board_pct"] for g in groups), 1)}
+    return out
 
 
 def main() -> None:

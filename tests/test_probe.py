@@ -59,6 +59,40 @@ def test_spec_of_rebuilds_the_recorded_probe_and_refuses_unknown_ones():
     assert ProbeSpec(version=3, memory_width=88).memory_shape == (88, 7, 7)
 
 
+# probe/3's id for the default space on a 32 MiB-LLC host before the compute half was sized (session 5).
+PROBE3_DEFAULT_S5 = ("probe/3: sqrt(compute x memory); compute = conv3x3s2 3-24, 1x1 24-64, dw3x3 64, 1x1 64-128, "
+                     "dw3x3s2 128, 1x1 128-128 (BN+ReLU each), 3x64x64; memory = 8 copies of "
+                     "basic_r7_i1608_o1608_s0.5_k3 (41.8 MB of weights)")
+
+
+def test_probe3_compute_half_follows_a_small_resolution_and_older_tables_keep_theirs():
+    tiny = probe_spec_for(load_space(TINY), resolution=32)
+    assert tiny.compute_shape == (3, 32, 32) and "3x32x32" in tiny.id
+    assert tiny.record()["input_shape"] == [3, 32, 32] and spec_of(tiny.record()) == tiny
+    big = probe_spec_for(load_space(DEFAULT), resolution=224, llc_bytes=32 * 2**20)
+    assert big.compute_shape == (3, 64, 64) and big.id == PROBE3_DEFAULT_S5  # >= 64 px: the id is unchanged
+    # A tiny table recorded before the compute half was sized: 3x64x64 in its fields, and so in its probe.
+    before = {**tiny.record(), "input_shape": [3, 64, 64],
+              "id": tiny.id.replace("3x32x32", "3x64x64")}
+    old = spec_of(before)
+    assert old is not None and old.compute_shape == (3, 64, 64) and old.id == before["id"]
+    assert spec_of({**before, "input_shape": [3, 32, 32]}) is None  # fields that disagree with the id
+
+
+def test_sized_compute_half_is_what_a_build_times(monkeypatch):
+    import nas.latency.probe as p
+
+    shapes = []
+    backend = get_backend("cpu")
+    real = backend.portable
+    monkeypatch.setattr(backend, "portable", lambda m, input_shape: shapes.append(tuple(input_shape))
+                        or real(m, input_shape=input_shape))
+    probe = p.portable_probe(backend, probe_spec_for(load_space(TINY), resolution=32))
+    assert probe.compute_shape == (3, 32, 32) and shapes[0] == (3, 32, 32)
+    (m, probe_ms, ratio), = p.paired_many(backend, probe, [probe.compute], [(3, 32, 32)], FAST)
+    assert m.median_ms > 0 and probe_ms > 0 and ratio > 0  # real ORT sessions at the sized shape
+
+
 # Predictions of the shipped (probe/2) table by the code before probe/3 existed (commit 9dd088a).
 BEFORE_PROBE3 = [
     ("r224_c24_d2w32s0.25k3_d2w64s0.25k3_d2w128s0.25k3_h1024", 0.4303554175776358, 0.011120615440167599),

@@ -32,8 +32,9 @@ NETWORK_SETTINGS = MeasureSettings(warmup=5, min_repeats=10, max_repeats=200, mi
 COLD_SETTINGS = MeasureSettings(warmup=2, min_repeats=6, max_repeats=100, min_time_s=0.05, rounds=3, rewarm=1,
                                 max_spread_pct=10.0, retries=0)
 # A build sends blocks in groups, each group timed in one call with one probe (issue 15: with one block per
-# request the probe was ~80 % of a tiny-space request). Measured here (bench_probe, EPYC family 25): groups of 8
-# put the probe at 27 % of the tiny space's requests; 16 (the whole tiny space) at ~15 %. The bytes cap keeps a
+# request the probe was ~80 % of a tiny-space request). Measured (bench_probe): groups of 8 put the probe at 27 %
+# of the tiny space's requests, 16 (the whole tiny space) at 31 % (EPYC family 25, noisy VM); with the probe/3
+# compute half at the space's 32 px, 16 blocks put it at 15.6 % (EPYC family 26, quiet). The bytes cap keeps a
 # request well under the agent's 128 MiB limit; a board's time limit shrinks groups (nas.latency.build).
 BLOCKS_PER_REQUEST = 16
 GROUP_MAX_BYTES = 16 * 2**20

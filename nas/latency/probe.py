@@ -74,15 +74,16 @@ class Probe:
     compute: Any
     memory: Any
     memory_shape: tuple[int, ...] = MEMORY_PROBE_SHAPE
+    compute_shape: tuple[int, ...] = PROBE_SHAPE
 
 
 def portable_probe(backend: "Backend", spec: ProbeSpec = PROBE_V2) -> Probe:
     """Export (or prepare) both halves of the reference probe ``spec`` for ``backend`` (once per
     build/validation; default probe/2). A table's own probe is ``spec_of(table.probe)``
     (:func:`nas.latency.probe_spec.spec_of`)."""
-    return Probe(compute=backend.portable(reference_probe(), input_shape=PROBE_SHAPE),
+    return Probe(compute=backend.portable(reference_probe(), input_shape=spec.compute_shape),
                  memory=backend.portable(memory_probe(spec), input_shape=spec.memory_shape),
-                 memory_shape=spec.memory_shape)
+                 memory_shape=spec.memory_shape, compute_shape=spec.compute_shape)
 
 
 class Timeline:
@@ -141,7 +142,7 @@ def paired_many(backend: "Backend", probe: Any, models: Sequence[Any], input_sha
     shapes = [tuple(s) for s in input_shapes]
     if isinstance(probe, Probe):
         mc, mm, *mbs = backend.measure_many([probe.compute, probe.memory, *models],
-                                            input_shapes=[PROBE_SHAPE, probe.memory_shape, *shapes],
+                                            input_shapes=[probe.compute_shape, probe.memory_shape, *shapes],
                                             settings=settings)
         rounds = tuple(math.sqrt(c * m) for c, m in zip(mc.round_medians_ms, mm.round_medians_ms))
         mp = replace(mc, median_ms=math.sqrt(mc.median_ms * mm.median_ms), round_medians_ms=rounds)

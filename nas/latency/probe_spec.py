@@ -1,4 +1,4 @@
-"""Which reference probe a table uses: probe/2 (one fixed size) or probe/3 (its memory half sized to the space).
+"""Which reference probe a table uses: probe/2 (one fixed size) or probe/3 (sized to the space).
 
 probe/2 (:data:`PROBE_V2`) has a 15 MB memory half whatever the space: on the tiny 32-px space that half took
 ~85 % of each request on an emulated board (issue 15). probe/3 keeps the compute half and the unit of the
@@ -7,6 +7,12 @@ weights match the space's largest network, capped at probe/2's size, and raised 
 cache where the space's largest network overflows it (:func:`probe_spec_for`). A table records the probe's id
 and size parameters (:meth:`ProbeSpec.record`); :func:`spec_of` rebuilds the same probe from them, so
 validation, lazy filling and transfer of a probe/2 table keep using probe/2.
+
+Since session 6 probe/3 also sizes the compute half's input: ``min(64, the table's resolution)`` pixels (at
+least 16). On the tiny 32-px space the 64-px compute half was most of the probe's cost, itself 31 % of a
+whole-space request (``benchmarks/bench_probe.py``); at 32 px it runs ~4x faster. Spaces at 64 px or more get
+the same compute half as before, so their probe/3 ids are unchanged, and tables recorded before keep loading
+(their ``input_shape`` is 3x64x64).
 """
 
 from __future__ import annotations
@@ -23,11 +29,12 @@ if TYPE_CHECKING:  # pragma: no cover
 __all__ = ["PROBE_ID", "PROBE_SHAPE", "MEMORY_PROBE_COPIES", "MEMORY_PROBE_SHAPE", "MEMORY_PROBE_CAP_WIDTH",
            "ProbeSpec", "PROBE_V2", "probe_spec_for", "spec_of", "memory_unit", "memory_unit_bytes"]
 
-_COMPUTE = ("compute = conv3x3s2 3-24, 1x1 24-64, dw3x3 64, 1x1 64-128, dw3x3s2 128, 1x1 128-128 (BN+ReLU each), "
-            "3x64x64")
+_COMPUTE_LAYERS = "compute = conv3x3s2 3-24, 1x1 24-64, dw3x3 64, 1x1 64-128, dw3x3s2 128, 1x1 128-128 (BN+ReLU each)"
+_COMPUTE = _COMPUTE_LAYERS + ", 3x64x64"
 PROBE_ID = ("probe/2: sqrt(compute x memory); " + _COMPUTE +
             "; memory = 8 copies of basic_r7_i976_o976_s0.5_k3 (15 MB of weights)")
 PROBE_SHAPE = (3, 64, 64)
+COMPUTE_MIN_RESOLUTION = 16  # two stride-2 layers: 16 px leaves a 4x4 map for the last 1x1
 MEMORY_PROBE_COPIES = 8  # copies evict each other's weights: the half streams them from memory every run
 MEMORY_PROBE_SHAPE = (976, 7, 7)
 MEMORY_PROBE_RESOLUTION = MEMORY_PROBE_SHAPE[1]  # stage-3 resolution of a 224-px ShuffleNetV2
@@ -54,13 +61,15 @@ def memory_unit_bytes(width: int, resolution: int = MEMORY_PROBE_RESOLUTION) -> 
 
 @dataclass(frozen=True)
 class ProbeSpec:
-    """One reference probe: the compute half (always probe/2's) and the memory half's size.
+    """One reference probe: the compute half (probe/2's network, at ``compute_resolution``) and the memory
+    half's size.
 
     Attributes:
         version: 2 (the fixed probe of older tables) or 3 (sized to the space).
         memory_copies: copies of the unit in the memory half.
         memory_width: channels of the unit.
         memory_resolution: spatial size of the unit's input.
+        compute_resolution: spatial size of the compute half's input (64 for probe/2 and older probe/3).
         sized_from: for probe/3, what the size was chosen from (``space_max_weight_bytes``, ``llc_bytes``);
             provenance only, not part of the probe's identity.
     """
@@ -70,6 +79,11 @@ class ProbeSpec:
     memory_width: int = MEMORY_PROBE_SHAPE[0]
     memory_resolution: int = MEMORY_PROBE_RESOLUTION
     sized_from: Mapping[str, Any] | None = None
+    compute_resolution: int = PROBE_SHAPE[1]
+
+    @property
+    def compute_shape(self) -> tuple[int, int, int]:
+        return (PROBE_SHAPE[0], self.compute_resolution, self.compute_resolution)
 
     @property
     def memory_shape(self) -> tuple[int, int, int]:
@@ -85,15 +99,16 @@ class ProbeSpec:
         if self.version == 2:
             return PROBE_ID
         unit = memory_unit(self.memory_width, self.memory_resolution).id.split("_se")[0]
-        return (f"probe/3: sqrt(compute x memory); {_COMPUTE}; memory = {self.memory_copies} copies of {unit} "
-                f"({self.memory_bytes / 1e6:.3g} MB of weights)")
+        r = self.compute_resolution
+        return (f"probe/3: sqrt(compute x memory); {_COMPUTE_LAYERS}, 3x{r}x{r}; "
+                f"memory = {self.memory_copies} copies of {unit} ({self.memory_bytes / 1e6:.3g} MB of weights)")
 
     def record(self) -> dict[str, Any]:
         """The table's ``probe`` fields that name this probe (probe/2 tables keep their old fields only)."""
         if self.version == 2:
             return {"id": PROBE_ID, "input_shape": list(PROBE_SHAPE)}
         memory = {"copies": self.memory_copies, "width": self.memory_width, "resolution": self.memory_resolution}
-        return {"id": self.id, "version": 3, "input_shape": list(PROBE_SHAPE), "memory": memory,
+        return {"id": self.id, "version": 3, "input_shape": list(self.compute_shape), "memory": memory,
                 **({"sized_from": dict(self.sized_from)} if self.sized_from else {})}
 
 
@@ -122,7 +137,8 @@ def probe_spec_for(space: "SearchSpace", *, resolution: int, num_classes: int = 
 
     Returns:
         A version-3 :class:`ProbeSpec` with :data:`MEMORY_PROBE_COPIES` copies of the widest unit (a multiple
-        of 8 between 16 and 976 channels) whose weights do not exceed the target.
+        of 8 between 16 and 976 channels) whose weights do not exceed the target, and a compute half at
+        ``min(64, resolution)`` px (at least :data:`COMPUTE_MIN_RESOLUTION`).
     """
     largest = _largest_weight_bytes(space, resolution, num_classes)
     target = min(largest, MEMORY_PROBE_COPIES * memory_unit_bytes(MEMORY_PROBE_CAP_WIDTH))
@@ -136,7 +152,8 @@ def probe_spec_for(space: "SearchSpace", *, resolution: int, num_classes: int = 
     while width > MEMORY_PROBE_MIN_WIDTH and memory_unit_bytes(width) > per_copy:
         width -= WIDTH_STEP
     sized = {"space_max_weight_bytes": largest, **({"llc_bytes": int(llc_bytes)} if llc_bytes else {})}
-    return ProbeSpec(version=3, memory_width=width, sized_from=sized)
+    compute = max(COMPUTE_MIN_RESOLUTION, min(PROBE_SHAPE[1], int(resolution)))
+    return ProbeSpec(version=3, memory_width=width, sized_from=sized, compute_resolution=compute)
 
 
 # Widest unit probe/3 may try: about 8 copies of LLC_MAX_BYTES (1768 channels; the search keeps the exact
@@ -153,8 +170,10 @@ def spec_of(probe: Mapping[str, Any]) -> ProbeSpec | None:
     if probe.get("version") != 3 or not isinstance(memory, Mapping):
         return None
     try:
+        shape = probe.get("input_shape") or PROBE_SHAPE
         spec = ProbeSpec(version=3, memory_copies=int(memory["copies"]), memory_width=int(memory["width"]),
-                         memory_resolution=int(memory["resolution"]), sized_from=probe.get("sized_from"))
-    except (KeyError, TypeError, ValueError):
+                         memory_resolution=int(memory["resolution"]), sized_from=probe.get("sized_from"),
+                         compute_resolution=int(shape[-1]))
+    except (KeyError, TypeError, ValueError, IndexError):
         return None
     return spec if spec.id == probe.get("id") else None
