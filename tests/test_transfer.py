@@ -79,6 +79,21 @@ def test_mismatch_is_listed_and_strict_raises_with_field_table(source):
     assert table_mismatch(table) == []
 
 
+def test_a_table_without_cpu_signature_named_only_amd_epyc_is_not_vouched_for(source):
+    """The shipped table records "AMD EPYC" and no family/model: behind that name, CPUs a third apart in speed."""
+    table = load_table(source)
+    here = {**table.identity, "cpu_model": "AMD EPYC", "cpu_signature": "x86 family 26 model 2 stepping 1"}
+    table.identity = {k: v for k, v in here.items() if k != "cpu_signature"}
+    diff = table_mismatch(table, here=here)
+    assert diff == ["cpu_signature table not recorded ('AMD EPYC' names several CPUs) vs here "
+                    "'x86 family 26 model 2 stepping 1'"]
+    table.identity["cpu_signature"] = here["cpu_signature"]  # recorded and equal: fine
+    assert table_mismatch(table, here=here) == []
+    named = {**here, "cpu_model": "Intel(R) Xeon(R) Platinum 8488C"}  # a model number names one CPU
+    table.identity = {k: v for k, v in named.items() if k != "cpu_signature"}
+    assert table_mismatch(table, here=named) == []
+
+
 def test_cli_predict_warns_in_one_line_strict_exits_2_json_carries_it(source, cfg, capsys):
     capsys.readouterr()
     assert main(["predict", str(cfg), "--table", str(source)]) == 0
