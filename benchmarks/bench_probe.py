@@ -134,9 +134,9 @@ def _cost_of(m: Any, settings: Any, slowdown: float) -> tuple[float, float]:
 def _cost(backend: Any, slowdown: float, board_request_s: float, per_request: int) -> dict[str, Any]:
     from nas.builder import build_block
     from nas.latency.defaults import BLOCK_SETTINGS
-    from nas.latency.probe import portable_probe
     from dataclasses import replace
 
+    from nas.latency.probe import portable_probe
     from nas.latency.probe_spec import PROBE_SHAPE, PROBE_V2, probe_spec_for
     from nas.space import load_space
 
@@ -183,25 +183,21 @@ def _cost(backend: Any, slowdown: float, board_request_s: float, per_request: in
                      "board_request_s": round(statistics.median(sum(r[f"{name}_board_ms"]) for r in rows) / 1000.0
                                               + overhead_s, 1)}
     out["alone_wall_s_median"] = round(statistics.median(r["alone_wall_s"] for r in rows), 4)
-    out["grouped"] = _grouped_cost(backend, sp, spec3, per_request, rows)
+    out["grouped"] = _grouped_cost(backend, sp, {n: probes[n] for n in ("probe3", "probe3_c64")}, per_request, rows)
     return out
 
 
-def _grouped_cost(backend: Any, sp: Any, spec3: Any, per_request: int, rows: list[dict[str, Any]]) -> dict[str, Any]:
+def _grouped_cost(backend: Any, sp: Any, probes: dict[str, Any], per_request: int,
+                  rows: list[dict[str, Any]]) -> dict[str, Any]:
     """What a build does since issue 15: the space's blocks in groups of ``per_request``, each group one call
     with one probe/3. Per group, the wall time with the probe and without it (same blocks, same protocol);
     the probe's share = 1 - alone / paired. ``probe3_c64`` is session 5's probe/3 (64-px compute half), timed
-    in the same run for comparison. The board projection groups the per-block projections alike."""
-    from dataclasses import replace
-
+    in the same run for comparison (``probes``: the variants :func:`_cost` exported). The board projection
+    groups the per-block projections alike."""
     from nas.builder import build_block
     from nas.latency.defaults import BLOCK_SETTINGS
-    from nas.latency.probe import portable_probe
-    from nas.latency.probe_spec import PROBE_SHAPE
 
     keys = sp.enumerate_blocks(resolution=32)
-    probes = {"probe3": portable_probe(backend, spec3),
-              "probe3_c64": portable_probe(backend, replace(spec3, compute_resolution=PROBE_SHAPE[1]))}
     groups = []
     for i in range(0, len(keys), per_request):
         group = keys[i:i + per_request]

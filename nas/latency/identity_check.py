@@ -68,8 +68,8 @@ def table_mismatch(table: "LatencyTable", *, here: dict[str, Any] | None = None)
     if not is_local_table(table):
         return []
     now = here_identity(table) if here is None else here
-    return identity_diff(table.identity, now, keys=USE_KEYS, sides=("table", "here")) + _unrecorded(table.identity,
-                                                                                                     now)
+    diff = identity_diff(table.identity, now, keys=USE_KEYS, sides=("table", "here"))
+    return diff + _unrecorded(table.identity, now)
 
 
 def _unrecorded(stored: dict[str, Any], now: dict[str, Any]) -> list[str]:
