@@ -261,3 +261,23 @@ def test_predicted_latency_from_a_table(tmp_path, capsys):
     prov = json.loads(Path(doc["exports"][0]["files"]["json"]).read_text())["provenance"]
     assert prov["latency_ms"] > 0 and prov["table"]["space_hash"] == space.hash and len(prov["table"]["sha256"]) == 64
     assert prov["onnx_check"]["measured"]["latency_ms"] > 0 and prov["onnx_check"]["measured_over_predicted"] > 0
+
+
+def test_export_timing_keeps_the_median_of_several_paired_passes():
+    """Issue 14: one paired timing of a whole network is noisy on a VM; the export reports the median-ratio pass
+    of several, with every pass's ratio and their spread (real ORT, the probe the default table uses)."""
+    from nas.backends import MeasureSettings
+    from nas.backends.onnxruntime import export_onnx
+    from nas.builder import build_model
+    from nas.export.timing import measure_exported
+
+    cfg = ArchConfig(resolution=32, stem_channels=8, head_channels=32,
+                     stages=(StageConfig(depth=1, width=16, split_ratio=0.5, se=False, kernel=3),) * 2)
+    data = export_onnx(build_model(cfg, 10).eval(), input_shape=(1, 3, 32, 32))
+    fast = MeasureSettings(warmup=1, min_repeats=3, max_repeats=10, min_time_s=0.0, rounds=3, retries=0)
+    m = measure_exported(data, input_shape=(1, 3, 32, 32), table=None, predicted_ms=None, settings=fast, passes=3)
+    assert len(m["passes"]) == 3 and m["passes"] == sorted(m["passes"])
+    assert m["ratio_to_probe"] == m["passes"][1]  # the median pass is the one reported
+    assert m["pass_spread_pct"] == pytest.approx(100 * (m["passes"][2] - m["passes"][0]) / m["passes"][1], abs=0.01)
+    one = measure_exported(data, input_shape=(1, 3, 32, 32), table=None, predicted_ms=None, settings=fast, passes=1)
+    assert len(one["passes"]) == 1 and one["pass_spread_pct"] == 0.0

@@ -5,6 +5,11 @@ are timed in interleaved rounds with the reference probe (:func:`nas.latency.pro
 network protocol :data:`nas.latency.defaults.NETWORK_SETTINGS`), and the median per-round network/probe ratio is
 put on the table's reference speed (the table's build-median probe time), exactly as :func:`nas.latency.validate_table`
 does for its networks. The raw time (this machine, now) is kept beside it.
+
+One paired measurement of a whole network spreads by a few per cent on a busy VM (issue 14: 4 of 24 single
+export timings fell outside +-5 % of the prediction, and not the same ones twice). So the file is timed in
+:data:`EXPORT_PASSES` passes and the pass with the median ratio is kept, as ``bench_transfer`` and
+``validate-table`` judge their networks; every pass's ratio and their spread are reported.
 """
 
 from __future__ import annotations
@@ -18,7 +23,9 @@ if TYPE_CHECKING:  # pragma: no cover
     from nas.backends.base import MeasureSettings
     from nas.latency.table import LatencyTable
 
-__all__ = ["ON_KEYS", "export_table", "measure_exported"]
+__all__ = ["ON_KEYS", "EXPORT_PASSES", "export_table", "measure_exported"]
+
+EXPORT_PASSES = 3  # paired passes per exported file; the median-ratio pass is kept (odd: a true median)
 
 _PROBES: dict[tuple[int, str], Any] = {}  # (threads, probe id) -> the probe's portable form
 ON_KEYS = ("device", "cpu_model", "arch", "runtime", "runtime_version", "provider", "threads", "batch")
@@ -72,7 +79,8 @@ def _table_speed(table: "LatencyTable | None", *, raw_ms: float, ratio: float, p
 
 
 def measure_exported(onnx_bytes: bytes, *, input_shape: Sequence[int], table: "LatencyTable | None",
-                     predicted_ms: float | None, settings: "MeasureSettings | None" = None) -> dict[str, Any]:
+                     predicted_ms: float | None, settings: "MeasureSettings | None" = None,
+                     passes: int = EXPORT_PASSES) -> dict[str, Any]:
     """Time the exported ONNX bytes paired with the reference probe and compare with the prediction.
 
     Args:
@@ -81,11 +89,13 @@ def measure_exported(onnx_bytes: bytes, *, input_shape: Sequence[int], table: "L
         table: the table ``predicted_ms`` came from (None: the raw and paired times only).
         predicted_ms: the predicted latency (None: no ratio).
         settings: the protocol (default :data:`nas.latency.defaults.NETWORK_SETTINGS`, as validation).
+        passes: paired passes (>= 1); the one with the median network/probe ratio is reported.
 
     Returns:
         ``{"latency_ms"`` (raw, this machine now), ``"spread_pct", "n", "flagged", "on"`` (identity),
         ``"probe_ms", "ratio_to_probe", "at_table_speed_ms"`` (None with ``"why_not"``), ``"table_probe_ms",
-        "drift_pct", "table_mismatch", "measured_over_predicted"}`` (at table speed / predicted).
+        "drift_pct", "table_mismatch", "measured_over_predicted"`` (at table speed / predicted), ``"passes"``
+        (every pass's ratio) and ``"pass_spread_pct"`` ((max - min) / median of those ratios)``}``.
 
     Raises:
         MeasurementError: onnxruntime cannot time the model.
@@ -101,13 +111,19 @@ def measure_exported(onnx_bytes: bytes, *, input_shape: Sequence[int], table: "L
         _PROBES[key] = portable_probe(backend, spec)
     probe = _PROBES[key]
     t0 = time.time()
-    m, probe_ms, ratio = paired(backend, probe, bytes(onnx_bytes), tuple(int(s) for s in input_shape[1:]),
-                                settings or NETWORK_SETTINGS)
+    shape = tuple(int(s) for s in input_shape[1:])
+    runs = [paired(backend, probe, bytes(onnx_bytes), shape, settings or NETWORK_SETTINGS)
+            for _ in range(max(1, int(passes)))]
+    runs.sort(key=lambda r: r[2])
+    m, probe_ms, ratio = runs[(len(runs) - 1) // 2]  # the median pass (the lower middle one for an even count)
+    ratios = [r[2] for r in runs]
     ident = backend.identity()
     out: dict[str, Any] = {
         "latency_ms": round(m.median_ms, 5), "spread_pct": round(m.spread_pct, 2), "n": m.n, "flagged": m.flagged,
         "on": {k: ident.get(k) for k in ON_KEYS}, "paired": True, "probe_ms": round(probe_ms, 5),
-        "ratio_to_probe": round(ratio, 6), "seconds": round(time.time() - t0, 2)}
+        "ratio_to_probe": round(ratio, 6), "seconds": round(time.time() - t0, 2),
+        "passes": [round(r, 6) for r in ratios],
+        "pass_spread_pct": round(100.0 * (ratios[-1] - ratios[0]) / ratio, 2) if ratio > 0 else None}
     out.update(_table_speed(table, raw_ms=m.median_ms, ratio=ratio, probe_ms=probe_ms, probe_id=spec.id))
     at_ref = out["at_table_speed_ms"]
     out["measured_over_predicted"] = round(at_ref / float(predicted_ms), 4) if at_ref and predicted_ms else None
