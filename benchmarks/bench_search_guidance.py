@@ -77,7 +77,10 @@ def _parse() -> argparse.Namespace:
     ap.add_argument("--sampler", default=None, help="the default search's sampler (default: nas search's)")
     ap.add_argument("--fidelity", choices=["single", "multi"], default="single", help="of the guided searches")
     ap.add_argument("--proxy-steps", type=int, default=40)
-    ap.add_argument("--top", type=int, default=4, help="front candidates judged per search (most proxy-accurate)")
+    ap.add_argument("--top", type=int, default=3, help="front candidates judged per search")
+    ap.add_argument("--pick", choices=["hypervolume", "accuracy"], default="hypervolume",
+                    help="which front candidates are judged: the --top that add the most hypervolume of the "
+                         "search's own objectives (default), or the --top most proxy-accurate (sessions 4-7)")
     ap.add_argument("--hv-accuracy", type=float, default=0.85, help="ground-truth hypervolume reference accuracy")
     ap.add_argument("--workers", type=int, default=1)
     ap.add_argument("--table", default=None)
@@ -190,11 +193,20 @@ def _measure(cfg: Any, env: dict[str, Any], args: argparse.Namespace, probe: Any
     return rec
 
 
-def _top(study: Any, k: int) -> list[Any]:
-    """The front's ``k`` most proxy-accurate distinct networks (each at its highest rung; a network a sampler
-    proposed twice counts once)."""
-    from nas.search import pareto_records
+def _top(study: Any, k: int, *, pick: str = "hypervolume", ref_cost: float | None = None) -> list[Any]:
+    """``k`` distinct networks of the front (each at its highest rung; a network proposed twice counts once).
 
+    ``pick="hypervolume"`` (default since session 8): the ``k`` that add the most hypervolume of the search's own
+    objectives (proxy accuracy, predicted ms or MFLOPs; reference chance accuracy and ``ref_cost``), i.e. the
+    networks that cover the trade-off a user picks from (:func:`nas.search.front.front_picks`).
+    ``pick="accuracy"`` (sessions 4-7): the ``k`` most proxy-accurate, which sit at the front's slow end, so a
+    dense front sends slower networks to the judge than a sparse one."""
+    from nas.search import TrialRecord, pareto_records
+    from nas.search.front import front_picks
+
+    if pick == "hypervolume":
+        recs = [TrialRecord.from_trial(t) for t in study.get_trials(deepcopy=False)]
+        return front_picks(recs, k, reference_accuracy=CHANCE, reference_cost=float(ref_cost))
     out, seen = [], set()
     for r in sorted(pareto_records(study), key=lambda r: (-r.values[0], r.values[1])):
         if r.config_string not in seen and len(out) < k:
@@ -229,13 +241,26 @@ def _predicted_1x(env: dict[str, Any]) -> float:
     return predict(PRESETS["shufflenetv2-1.0x"].with_resolution(env["table"].resolution), env["table"]).latency_ms
 
 
+def _own_ref_cost(env: dict[str, Any], study: Any) -> float:
+    """The hypervolume reference cost in the search's own cost unit: 1.5 x ShuffleNetV2 1x's predicted ms, or its
+    MFLOPs for a MACs-guided search (``values[1]`` is MFLOPs there)."""
+    from nas.arch import PRESETS
+    from nas.macs import count_macs
+
+    names = list(study.user_attrs.get("metric_names") or study.metric_names or [])
+    if len(names) > 1 and names[1] == "mflops":
+        cfg = PRESETS["shufflenetv2-1.0x"].with_resolution(env["table"].resolution)
+        return REF_COST_X_1X * count_macs(cfg, num_classes=env["table"].num_classes).macs / 1e6
+    return REF_COST_X_1X * _predicted_1x(env)
+
+
 def _judge(study: Any, env: dict[str, Any], args: argparse.Namespace, probe: Any, ref: dict[str, Any]) -> dict:
     """Ground truth and measured latency of a search's top front candidates, their hypervolume, the fastest >= 1x."""
     from nas.arch import ArchConfig
     from nas.search import hypervolume_2d
 
     rows = []
-    for r in _top(study, args.top):
+    for r in _top(study, args.top, pick=args.pick, ref_cost=_own_ref_cost(env, study)):
         cfg = ArchConfig.from_dict(r.config)
         gt = _ground_truth(cfg, args, label=f"{study.study_name}-t{r.number}")
         m = _measure(cfg, env, args, probe)
@@ -344,6 +369,7 @@ def main() -> int:
            "proxy_steps": env["proxy"].steps, "table": _portable(env["path"]), "table_describe": env["table"].describe(),
            "table_identity_mismatch": env["mismatch"], "load_average": os.getloadavg(), "reference_1x": ref,
            "hypervolume": summary, "proxy_front_hypervolume": proxy_summary, "runs": per, "elapsed_s": round(time.time() - t_all, 1), "dry": args.dry,
+           "pick": args.pick, "top": args.top,
            "hv_reference": {"accuracy": args.hv_accuracy if args.objective == "ground-truth" else CHANCE,
                             "cost_x_1x": REF_COST_X_1X}}
     out = Path(args.json_out) if args.json_out else (

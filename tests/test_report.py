@@ -116,3 +116,24 @@ def test_infeasible_trials_never_reach_the_front(tiny):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         assert all(t.user_attrs["feasible"] for t in study.best_trials)
+
+
+def test_front_picks_cover_the_trade_off_not_just_its_slow_end():
+    """The k front networks that add the most hypervolume: a fast network at nearly the best accuracy is picked
+    before a third slow one, dominated and repeated networks never, and the picks' area is the best pair's."""
+    from itertools import combinations
+
+    from nas.search.front import front_picks
+
+    pts = {0: (0.80, 4.0), 1: (0.795, 3.9), 2: (0.79, 3.8), 3: (0.77, 1.5), 4: (0.60, 1.45), 5: (0.70, 3.0)}
+    recs = [TrialRecord(number=n, state="COMPLETE", values=v, config_string=f"net{n}", feasible=True)
+            for n, v in pts.items()]
+    recs.append(TrialRecord(number=9, state="COMPLETE", values=(0.80, 4.0), config_string="net0", feasible=True))
+    recs.append(TrialRecord(number=8, state="COMPLETE", values=(0.99, 0.5), config_string="over", feasible=False))
+    picks = front_picks(recs, 2, reference_accuracy=0.1, reference_cost=6.0)
+    assert [r.number for r in picks] == [3, 0]  # the fast accurate one first, then the most accurate
+    best = max(hypervolume_2d([pts[a], pts[b]], reference_cost=6.0, reference_accuracy=0.1)
+               for a, b in combinations([0, 1, 2, 3, 4], 2))
+    assert hypervolume_2d([r.values for r in picks], reference_cost=6.0, reference_accuracy=0.1) == pytest.approx(best)
+    assert 5 not in [r.number for r in front_picks(recs, 6, reference_accuracy=0.1, reference_cost=6.0)]
+    assert len(front_picks(recs, 9, reference_accuracy=0.1, reference_cost=6.0)) == 5  # net0 once, 'over' never

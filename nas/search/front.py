@@ -8,6 +8,9 @@
   ``study.best_trials``.
 * **Uncertainty.** Each proxy accuracy carries its binomial standard error from the validation-set size
   (:func:`accuracy_se`; studies that did not store it get it from the stored proxy settings' ``val_size``).
+* **Picks.** :func:`front_picks`: the ``k`` front members that together dominate the most of the (accuracy,
+  cost) plane (greedy hypervolume subset selection), i.e. the few networks that cover the trade-off a user
+  chooses from. "The k most accurate" would take the front's slow end only.
 * **"Beats".** :func:`beats`: accuracy ``a`` beats ``b`` only when ``a - b > BEAT_Z * sqrt(se_a² + se_b²)``, a
   two-sided z-test at about 95 % on the difference of two independent binomial estimates (1.96, rounded to 2).
 """
@@ -20,7 +23,7 @@ from typing import TYPE_CHECKING, Any, Sequence
 if TYPE_CHECKING:  # pragma: no cover
     from nas.search.results import TrialRecord
 
-__all__ = ["leaves", "front", "accuracy_se", "beats", "rung_of", "candidate_of", "BEAT_Z"]
+__all__ = ["leaves", "front", "front_picks", "accuracy_se", "beats", "rung_of", "candidate_of", "BEAT_Z"]
 
 BEAT_Z = 2.0  # z of the "beats" test: 1.96 (two-sided 95 %) rounded up
 
@@ -75,6 +78,51 @@ def front(records: Sequence["TrialRecord"]) -> list["TrialRecord"]:
                    and (b.values[0] > a0 or b.values[1] < a1) for b in pts):  # type: ignore[index]
             out.append(a)
     return sorted(out, key=lambda r: (r.values[1], -r.values[0]))  # type: ignore[index]
+
+
+def _dominated_area(points: Sequence[tuple[float, float]], ref_acc: float, ref_cost: float) -> float:
+    """Area of the (accuracy up, cost down) plane dominated by ``points`` up to the reference."""
+    pts = sorted((c, a) for a, c in points if a > ref_acc and c < ref_cost)
+    area, best = 0.0, ref_acc
+    for i, (c, a) in enumerate(pts):  # cheapest first: each strip up to the next cost, at the best accuracy so far
+        best = max(best, a)
+        nxt = pts[i + 1][0] if i + 1 < len(pts) else ref_cost
+        area += (nxt - c) * (best - ref_acc)
+    return area
+
+
+def front_picks(records: Sequence["TrialRecord"], k: int, *, reference_accuracy: float,
+                reference_cost: float) -> list["TrialRecord"]:
+    """The ``k`` distinct networks of the front that add the most hypervolume, chosen greedily.
+
+    Greedy selection is within ``1 - 1/e`` of the best subset (hypervolume is monotone submodular), and in two
+    dimensions it is exact for ``k = 1``. Ties go to the more accurate network.
+
+    Args:
+        records: a study's trials (the front is taken from them, :func:`front`).
+        k: how many networks.
+        reference_accuracy: below it a network adds nothing (e.g. chance accuracy).
+        reference_cost: at or above it a network adds nothing (in the front's cost unit: ms or MACs).
+
+    Returns:
+        Up to ``k`` records (a network proposed twice counts once), in the order picked.
+    """
+    cands, seen = [], set()
+    for r in sorted(front(records), key=lambda r: -r.values[0]):  # type: ignore[index]
+        if r.config_string not in seen:
+            seen.add(r.config_string)
+            cands.append(r)
+    picked: list["TrialRecord"] = []
+    pts: list[tuple[float, float]] = []
+    while cands and len(picked) < k:
+        base = _dominated_area(pts, reference_accuracy, reference_cost)
+        gains = [_dominated_area(pts + [(r.values[0], r.values[1])], reference_accuracy, reference_cost) - base
+                 for r in cands]  # type: ignore[index]
+        i = max(range(len(cands)), key=lambda j: (gains[j], cands[j].values[0]))  # type: ignore[index]
+        r = cands.pop(i)
+        picked.append(r)
+        pts.append((r.values[0], r.values[1]))  # type: ignore[index]
+    return picked
 
 
 def accuracy_se(accuracy: float | None, *, se: float | None = None, n: int | None = None) -> float | None:
