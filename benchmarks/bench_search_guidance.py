@@ -51,8 +51,10 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "benchmarks"))
 RESULTS = REPO / "benchmarks" / "results"
 MEASURE_CACHE = RESULTS / "search_measurements.jsonl"
-GUIDANCE = {  # method -> (objective, sampler: None = the search's default)
-    "latency-guided": ("latency", None), "macs-guided": ("flops", None), "random": ("latency", "random")}
+GUIDANCE = {  # method -> (objective, sampler: None = the search's default); the first three run by default
+    "latency-guided": ("latency", None), "macs-guided": ("flops", None), "random": ("latency", "random"),
+    "latency-evolution": ("latency", "evolution"), "latency-nsga2": ("latency", "nsga2")}
+DEFAULT_GUIDANCE = ("latency-guided", "macs-guided", "random")
 PROXY_METHODS = ("tpe", "nsga2", "gp", "random", "evolution")
 CHANCE = 0.1  # 10 classes: the proxy hypervolume's reference accuracy
 REF_COST_X_1X = 1.5  # hypervolume reference cost: 1.5 x ShuffleNetV2 1x's latency (1x is ~146 of 150 MFLOPs)
@@ -87,6 +89,12 @@ def _parse() -> argparse.Namespace:
     ap.add_argument("--out", default="runs/bench_search_guidance")
     ap.add_argument("--json-out", default=None, help="default benchmarks/results/search_<objective>.json")
     ap.add_argument("--dry", action="store_true", help="everything tiny: a smoke test")
+    ap.add_argument("--proxy-device", default="cpu",
+                    help="where the searches' proxy trains (cpu, cuda): every method alike; ground truth and "
+                         "latency stay on this machine's CPU")
+    ap.add_argument("--search-only", action="store_true",
+                    help="run (or resume) the searches and stop: judge them later, e.g. on the machine the "
+                         "latencies are for, with the same flags minus this one")
     ap.add_argument("--jobs", type=int, default=1,
                     help="run the (method, seed) searches and their ground truth in this many processes first "
                          "(one thread each), then assemble the result from the caches")
@@ -133,7 +141,7 @@ def _run_search(env: dict[str, Any], args: argparse.Namespace, *, key: str, seed
     kw = {"sampler": sampler} if sampler else {}
     settings = SearchSettings(budgets=(env["budget"],), n_trials=args.trials, objective=objective, seed=seed,
                               proxy_settings=env["proxy"], presets="none", workers=args.workers,
-                              fidelity=fidelity, **kw)
+                              fidelity=fidelity, device=args.proxy_device, **kw)
     name = f"guidance-{key}-{args.budget}-s{seed}-steps{env['proxy'].steps}-{settings.sampler}-{fidelity}"
     t = time.time()
     LOG(f"[{key} seed {seed}] {args.trials} trials ({objective}, {settings.sampler}, {fidelity}) ...")
@@ -332,11 +340,13 @@ def main() -> int:
         args.trials, args.seeds, args.top, args.out, args.hv_accuracy = 4, "0", 1, args.out + "-dry", CHANCE
     seeds = [int(s) for s in args.seeds.split(",")]
     methods = (args.methods.split(",") if args.methods
-               else list(GUIDANCE) if args.objective == "ground-truth" else list(PROXY_METHODS))
+               else list(DEFAULT_GUIDANCE) if args.objective == "ground-truth" else list(PROXY_METHODS))
     if args.dry and args.objective == "proxy" and not args.methods:
         methods = ["tpe", "evolution", "tpe-multi"]
     if args.jobs > 1 and not args.dry:
         _run_units(args, methods, seeds)
+        if args.search_only:
+            return 0
     import optuna
 
     from nas.latency.probe import portable_probe
@@ -346,6 +356,17 @@ def main() -> int:
     t_all = time.time()
     from nas.latency.prediction import check_probe
 
+    if args.search_only:
+        for seed in seeds:
+            for method in methods:
+                if args.objective == "ground-truth":
+                    (objective, sampler), fidelity = GUIDANCE[method], args.fidelity
+                else:
+                    sampler, _, multi = method.partition("-")
+                    objective, fidelity = "latency", "multi" if multi else "single"
+                _run_search(env, args, key=method, seed=seed, objective=objective,
+                            sampler=sampler or args.sampler, fidelity=fidelity)
+        return 0
     probe = portable_probe(env["backend"], check_probe(env["table"]))  # ratios are to the table's own probe
     ref = _reference_1x(env, args, probe) if args.objective == "ground-truth" else {"predicted_ms": _predicted_1x(env)}
     per: dict[str, list[dict[str, Any]]] = {}
@@ -366,7 +387,7 @@ def main() -> int:
     proxy_summary = ({m: _mean_std([r["proxy_front"]["hypervolume"] for r in rs]) for m, rs in per.items()}
                      if args.objective == "ground-truth" else None)
     doc = {"objective": args.objective, "budget": args.budget, "trials": args.trials, "seeds": seeds,
-           "proxy_steps": env["proxy"].steps, "table": _portable(env["path"]), "table_describe": env["table"].describe(),
+           "proxy_steps": env["proxy"].steps, "proxy_device": args.proxy_device, "table": _portable(env["path"]), "table_describe": env["table"].describe(),
            "table_identity_mismatch": env["mismatch"], "load_average": os.getloadavg(), "reference_1x": ref,
            "hypervolume": summary, "proxy_front_hypervolume": proxy_summary, "runs": per, "elapsed_s": round(time.time() - t_all, 1), "dry": args.dry,
            "pick": args.pick, "top": args.top,
