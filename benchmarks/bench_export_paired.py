@@ -46,6 +46,7 @@ def export_one(preset: str, table: str, out: Path) -> dict[str, Any]:
             "at_table_speed_ms": e["measured_at_table_speed_ms"], "measured_over_predicted": ratio,
             "within_5_pct": ratio is not None and abs(ratio - 1.0) <= TOLERANCE, "probe_ms": meas["probe_ms"],
             "table_probe_ms": meas.get("table_probe_ms"), "spread_pct": meas["spread_pct"],
+            "passes": meas.get("passes"), "pass_spread_pct": meas.get("pass_spread_pct"),
             "flagged": meas["flagged"], "table_mismatch": meas.get("table_mismatch"),
             "graph": e["provenance"]["onnx_check"]["graph"], "wall_s": round(time.time() - t0, 1)}
 

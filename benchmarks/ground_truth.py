@@ -14,6 +14,7 @@ seed), so no benchmark trains the same network twice; a training run checkpoints
 ``runs/ground_truth/<key>/`` and a killed run resumes there.
 
     python benchmarks/ground_truth.py spread --preset shufflenetv2-1.0x --seeds 3
+    python benchmarks/ground_truth.py spread --config benchmarks/results/found_150mflops.json --seeds 3
     python benchmarks/ground_truth.py fidelity --n 24 --min-mflops 60 --max-mflops 150
     python benchmarks/ground_truth.py show
 """
@@ -165,6 +166,8 @@ def main(argv: list[str] | None = None) -> int:
     sub = ap.add_subparsers(dest="cmd", required=True)
     s = sub.add_parser("spread", help="seed-to-seed spread of the recipe on one network")
     s.add_argument("--preset", default="shufflenetv2-1.0x")
+    s.add_argument("--config", help="a config JSON file instead of --preset (e.g. a found network)")
+    s.add_argument("--label", help="the cache label (default: the preset name or the file's stem)")
     s.add_argument("--seeds", type=int, default=3)
     f = sub.add_parser("fidelity", help="ground truth of n MAC-stratified architectures (seed 0)")
     f.add_argument("--n", type=int, default=24)
@@ -182,13 +185,14 @@ def main(argv: list[str] | None = None) -> int:
                   f"± {r['se_binomial'] * 100:.2f}  {r['macs'] / 1e6:6.1f} MFLOPs  {r['train_seconds']:6.0f} s "
                   f"(load {r['load']:.1f})")
         return 0
-    from nas.arch import preset
+    from nas.arch import load_config, preset
 
     if args.cmd == "spread":
-        cfg = preset(args.preset)
+        cfg = load_config(args.config) if args.config else preset(args.preset)
+        label = args.label or (Path(args.config).stem if args.config else args.preset)
         recs = [r for k in range(args.seeds)
-                if (r := ground_truth(cfg, seed=k, threads=args.threads, label=args.preset)) is not None]
-        print(json.dumps({"preset": args.preset, "recipe": recipe_hash(), **spread(recs)}))
+                if (r := ground_truth(cfg, seed=k, threads=args.threads, label=label)) is not None]
+        print(json.dumps({"network": label, "config": cfg.to_string(), "recipe": recipe_hash(), **spread(recs)}))
         return 0
     cfgs = list(enumerate(fidelity_configs(args.n, args.min_mflops, args.max_mflops, seed=args.sample_seed)))
     for i, cfg in (cfgs[::-1] if args.reverse else cfgs):
