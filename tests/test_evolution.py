@@ -79,3 +79,30 @@ def test_evolve_is_feasible_new_and_seeded(space):
         child = evolve(hist, knobs, excess=excess, rng=random.Random(s))
         assert child is not None and excess(child) <= 0 and child not in tried
     assert evolve([], knobs, excess=excess, rng=random.Random(0)) is None
+
+
+def test_latency_efficient_initial_design_is_feasible_on_the_macs_latency_front_and_seeded(space):
+    """The evolution sampler's initial design adds, after the presets, networks from the (MACs up, predicted
+    latency down) front of seeded draws, spread over its latency range; a stand-in latency (MACs plus a per-stage
+    cost, so the front is not trivial) keeps this test fast; the real table is used by search tests."""
+    from nas.search.evolution_sampler import EFFICIENT_INITIAL, EvolutionProposer
+
+    excess = _excess(space)
+
+    def figures(params):
+        cfg = space.sample(None, fixed=params)
+        macs = count_macs(cfg).macs
+        return macs, macs / 1e8 + sum(s.depth * (1.5 if s.se else 1.0) for s in cfg.stages) * 0.05
+
+    a = EvolutionProposer(space, space.knobs(), excess=excess, seed=3, macs_and_latency=figures)
+    b = EvolutionProposer(space, space.knobs(), excess=excess, seed=3, macs_and_latency=figures)
+    plain = EvolutionProposer(space, space.knobs(), excess=excess, seed=3)
+    extra = a.initial[len(plain.initial):]
+    assert a.initial == b.initial and len(extra) == EFFICIENT_INITIAL == len(a.efficient)
+    assert all(excess(p) <= 0 for p in extra)
+    pts = [figures(p) for p in extra]
+    assert len({ms for _, ms in pts}) == len(pts)  # spread: no two at the same latency
+    for m, ms in pts:  # one front: none of the chosen is both bigger and faster than another
+        assert not any(m2 > m and ms2 < ms for m2, ms2 in pts)
+    assert EvolutionProposer(space, space.knobs(), excess=excess, seed=3,
+                             macs_and_latency=lambda p: (1, None)).initial == plain.initial  # no latency: none

@@ -40,7 +40,7 @@ class TrialRecord:
         duration_s: the whole trial's wall time (s).
         failure: why a FAIL trial failed.
         proposal: how the sampler made the network: ``sampled`` (fit as proposed), ``repaired`` (moved to the
-            nearest feasible network), ``initial`` / ``random-init`` / ``evolution`` (the evolution sampler),
+            nearest feasible network), ``initial`` / ``efficient`` / ``random-init`` / ``evolution`` (the evolution sampler),
             ``enqueued`` (given by hand or a promotion).
         accuracy_se, eval_images: the accuracy's binomial standard error and the validation images it was
             measured on.

@@ -193,7 +193,15 @@ def make_sampler(settings: "SearchSettings", space: "SearchSpace", scorer: "Scor
     if settings.sampler == "evolution":
         from nas.search.evolution_sampler import EvolutionProposer
 
-        proposer: Proposer = EvolutionProposer(space, knobs, excess=scorer.excess, seed=settings.seed)
+        def macs_and_latency(params: dict[str, Any]) -> tuple[float, float | None]:
+            f = scorer.figures(space.sample(None, fixed={**scorer.mins, **params}))
+            return f.macs, f.latency_ms
+
+        # The latency-efficient initial design only where latency is the objective (a MACs-guided search's
+        # front of MACs against MACs would be one network).
+        proposer: Proposer = EvolutionProposer(
+            space, knobs, excess=scorer.excess, seed=settings.seed,
+            macs_and_latency=macs_and_latency if settings.objective == "latency" and scorer.table else None)
     else:
         proposer = OptunaProposer(base_sampler(settings.sampler, seed=sampler_seed, n_trials=settings.n_trials),
                                   knobs)
