@@ -3,8 +3,10 @@
 **Ground-truth mode** (default). Searches of the shipped space under ``--budget 150MFLOPs`` at an equal trial
 budget (``--trials``, >= 60) and ``--seeds`` (>= 3), one stored study each (resumable):
 
-* ``latency-guided``: the default ``nas search`` (its default sampler, latency predicted by the table);
-* ``macs-guided``: the same sampler minimising MACs (the FLOPs proxy the ShuffleNetV2 paper argues against);
+* ``latency-evolution``: the default ``nas search`` since session 8 (regularized evolution with the
+  latency-efficient initial design, latency predicted by the table);
+* ``macs-evolution``: the same sampler minimising MACs (the FLOPs proxy the ShuffleNetV2 paper argues against);
+* ``latency-guided`` / ``macs-guided``: the same with TPE (the default until session 8);
 * ``random``: uniform draws repaired onto the budget, no model.
 
 Each search is judged by its final front's ``--top`` most proxy-accurate candidates: their ground-truth accuracy
@@ -51,10 +53,14 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "benchmarks"))
 RESULTS = REPO / "benchmarks" / "results"
 MEASURE_CACHE = RESULTS / "search_measurements.jsonl"
-GUIDANCE = {  # method -> (objective, sampler: None = the search's default); the first three run by default
-    "latency-guided": ("latency", None), "macs-guided": ("flops", None), "random": ("latency", "random"),
-    "latency-evolution": ("latency", "evolution"), "latency-nsga2": ("latency", "nsga2")}
-DEFAULT_GUIDANCE = ("latency-guided", "macs-guided", "random")
+GUIDANCE = {  # method -> (objective, sampler); the study is named after the method (runs of earlier sessions resume)
+    "latency-evolution": ("latency", "evolution"),  # the default search since session 8
+    "macs-evolution": ("flops", "evolution"),  # the same sampler minimising MACs
+    "random": ("latency", "random"),
+    "latency-guided": ("latency", "tpe"),  # the default until session 8 (TPE)
+    "macs-guided": ("flops", "tpe"),
+    "latency-nsga2": ("latency", "nsga2")}
+DEFAULT_GUIDANCE = ("latency-evolution", "macs-evolution", "random", "latency-guided", "macs-guided")
 PROXY_METHODS = ("tpe", "nsga2", "gp", "random", "evolution")
 CHANCE = 0.1  # 10 classes: the proxy hypervolume's reference accuracy
 REF_COST_X_1X = 1.5  # hypervolume reference cost: 1.5 x ShuffleNetV2 1x's latency (1x is ~146 of 150 MFLOPs)

@@ -20,7 +20,7 @@ from nas.units import parse_budget
 from search_study import BUDGET, TINY_PROXY, tiny_env
 
 OPTUNA_KINDS = {"sampled", "repaired"}
-EVOLUTION_KINDS = {"initial", "random-init", "evolution"}
+EVOLUTION_KINDS = {"initial", "efficient", "random-init", "evolution"}
 
 
 def _ask_tell(sampler_name: str, *, seed: int, n: int) -> tuple[list[dict], list[int], list[str]]:

@@ -65,9 +65,10 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
                                      "(default: sqlite in the --out folder)")
     s.add_argument("--out", help="results folder (default: runs/<study>)")
     s.add_argument("--workers", type=int, help="worker processes on this machine (default 1; --quick: up to 2)")
-    s.add_argument("--sampler", choices=["tpe", "nsga2", "gp", "random", "evolution"], default="tpe",
-                   help="proposals, each repaired onto the budgets: tpe (default), nsga2, gp (Optuna's GPSampler, "
-                        "needs scipy), random, evolution (regularized evolution seeded by the presets)")
+    s.add_argument("--sampler", choices=["tpe", "nsga2", "gp", "random", "evolution"], default="evolution",
+                   help="proposals, each repaired onto the budgets: evolution (default: regularized evolution "
+                        "seeded by the presets and latency-efficient networks), tpe, nsga2, gp (Optuna's "
+                        "GPSampler, needs scipy), random")
     s.add_argument("--objective", choices=["latency", "flops"], default="latency",
                    help="second objective: predicted latency (default) or MACs")
     s.add_argument("--seed", type=int, default=0, help="seeds the sampler and every proxy run (default 0)")

@@ -54,7 +54,7 @@ JOIN_AFTER_INTERRUPT_S = 30  # a worker failing its trial after Ctrl-C gets this
 def run_search(space: "SearchSpace", *, budgets: "Sequence[Budget | str]", table: "LatencyTable | None",
                n_trials: int, study: str | None = None, storage: str | None = None,
                out_dir: "str | Path | None" = None, objective: Literal["latency", "flops"] = "latency",
-               sampler: Literal["tpe", "nsga2", "gp", "random", "evolution"] = "tpe", seed: int = 0,
+               sampler: Literal["tpe", "nsga2", "gp", "random", "evolution"] = "evolution", seed: int = 0,
                proxy: Literal["train", "zero-cost"] = "train", proxy_settings: "ProxySettings | str" = "quick",
                data: str = "bundled", timeout_s: float | None = None, workers: int = 1, device: str = "cpu",
                prune: bool = True, presets: Literal["all", "feasible", "none"] = "all", threads: int | None = None,

@@ -26,10 +26,11 @@ class SearchSettings:
         budgets: hard constraints (at least one), e.g. ``parse_budget("150MFLOPs")``.
         n_trials: the study's total number of trials (complete + pruned + failed), not "N more".
         objective: ``"latency"`` (predicted from the table) or ``"flops"`` (MACs) as the second objective.
-        sampler: ``"tpe"`` (Optuna's multi-objective default), ``"nsga2"``, ``"gp"`` (Optuna's GPSampler),
-            ``"random"`` or ``"evolution"`` (regularized evolution seeded by the presets,
-            :mod:`nas.search.evolution_sampler`); every proposal is repaired onto the budgets
-            (:mod:`nas.search.sampler`).
+        sampler: ``"evolution"`` (the default: regularized evolution seeded by the presets and, in a
+            latency-guided search, latency-efficient networks, :mod:`nas.search.evolution_sampler`; chosen on
+            ground truth, ``benchmarks/bench_search_guidance.py``), ``"tpe"`` (Optuna's multi-objective
+            default), ``"nsga2"``, ``"gp"`` (Optuna's GPSampler) or ``"random"``; every proposal is repaired
+            onto the budgets (:mod:`nas.search.sampler`).
         seed: seeds the sampler, the knob order and every proxy run (all candidates share it: common random
             numbers make their accuracies comparable).
         proxy: ``"train"`` (short training, accuracy in [0, 1]) or ``"zero-cost"`` (NASWOT score at init).
@@ -51,7 +52,7 @@ class SearchSettings:
     budgets: tuple[Budget, ...]
     n_trials: int
     objective: Literal["latency", "flops"] = "latency"
-    sampler: Literal["tpe", "nsga2", "gp", "random", "evolution"] = "tpe"
+    sampler: Literal["tpe", "nsga2", "gp", "random", "evolution"] = "evolution"
     seed: int = 0
     proxy: Literal["train", "zero-cost"] = "train"
     proxy_settings: ProxySettings = PROXY_PRESETS["quick"]
