@@ -27,8 +27,8 @@ class SearchSettings:
         n_trials: the study's total number of trials (complete + pruned + failed), not "N more".
         objective: ``"latency"`` (predicted from the table) or ``"flops"`` (MACs) as the second objective.
         sampler: ``"evolution"`` (the default: regularized evolution seeded by the presets and, in a
-            latency-guided search, latency-efficient networks, :mod:`nas.search.evolution_sampler`; chosen on
-            ground truth, ``benchmarks/bench_search_guidance.py``), ``"tpe"`` (Optuna's multi-objective
+            latency-guided search, latency-efficient networks, :mod:`nas.search.evolution_sampler`; the best
+            mean on ground truth in ``benchmarks/bench_search_guidance.py``, not shown beyond noise over random), ``"tpe"`` (Optuna's multi-objective
             default), ``"nsga2"``, ``"gp"`` (Optuna's GPSampler) or ``"random"``; every proposal is repaired
             onto the budgets (:mod:`nas.search.sampler`).
         seed: seeds the sampler, the knob order and every proxy run (all candidates share it: common random
