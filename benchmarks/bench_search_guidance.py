@@ -82,7 +82,6 @@ def _parse() -> argparse.Namespace:
     ap.add_argument("--seeds", default="0,1,2")
     ap.add_argument("--trials", type=int, default=60)
     ap.add_argument("--budget", default="150MFLOPs")
-    ap.add_argument("--sampler", default=None, help="the default search's sampler (default: nas search's)")
     ap.add_argument("--fidelity", choices=["single", "multi"], default="single", help="of the guided searches")
     ap.add_argument("--proxy-steps", type=int, default=40)
     ap.add_argument("--top", type=int, default=3, help="front candidates judged per search")
@@ -139,15 +138,24 @@ def _setup(args: argparse.Namespace) -> dict[str, Any]:
             "backend": backend, "mismatch": mismatch}
 
 
+def _unit(args: argparse.Namespace, method: str) -> dict[str, str]:
+    """A method's search: objective, sampler and fidelity (``GUIDANCE`` in ground-truth mode; in proxy mode the
+    method is a sampler name, ``-multi`` for successive halving)."""
+    if args.objective == "ground-truth":
+        objective, sampler = GUIDANCE[method]
+        return {"objective": objective, "sampler": sampler, "fidelity": args.fidelity}
+    sampler, _, multi = method.partition("-")
+    return {"objective": "latency", "sampler": sampler, "fidelity": "multi" if multi else "single"}
+
+
 def _run_search(env: dict[str, Any], args: argparse.Namespace, *, key: str, seed: int, objective: str,
-                sampler: str | None, fidelity: str) -> Any:
+                sampler: str, fidelity: str) -> Any:
     """One stored study (resumed if it exists); returns the opened study."""
     from nas.search import SearchSettings, open_study, search
 
-    kw = {"sampler": sampler} if sampler else {}
     settings = SearchSettings(budgets=(env["budget"],), n_trials=args.trials, objective=objective, seed=seed,
                               proxy_settings=env["proxy"], presets="none", workers=args.workers,
-                              fidelity=fidelity, device=args.proxy_device, **kw)
+                              fidelity=fidelity, device=args.proxy_device, sampler=sampler)
     name = f"guidance-{key}-{args.budget}-s{seed}-steps{env['proxy'].steps}-{settings.sampler}-{fidelity}"
     t = time.time()
     LOG(f"[{key} seed {seed}] {args.trials} trials ({objective}, {settings.sampler}, {fidelity}) ...")
@@ -365,29 +373,18 @@ def main() -> int:
     if args.search_only:
         for seed in seeds:
             for method in methods:
-                if args.objective == "ground-truth":
-                    (objective, sampler), fidelity = GUIDANCE[method], args.fidelity
-                else:
-                    sampler, _, multi = method.partition("-")
-                    objective, fidelity = "latency", "multi" if multi else "single"
-                _run_search(env, args, key=method, seed=seed, objective=objective,
-                            sampler=sampler or args.sampler, fidelity=fidelity)
+                _run_search(env, args, key=method, seed=seed, **_unit(args, method))
         return 0
     probe = portable_probe(env["backend"], check_probe(env["table"]))  # ratios are to the table's own probe
     ref = _reference_1x(env, args, probe) if args.objective == "ground-truth" else {"predicted_ms": _predicted_1x(env)}
     per: dict[str, list[dict[str, Any]]] = {}
     for seed in seeds:  # seed-major: an interrupted run has every method for its first seeds
         for method in methods:
+            study = _run_search(env, args, key=method, seed=seed, **_unit(args, method))
             if args.objective == "ground-truth":
-                objective, sampler = GUIDANCE[method]
-                study = _run_search(env, args, key=method, seed=seed, objective=objective,
-                                    sampler=sampler or args.sampler, fidelity=args.fidelity)
                 per.setdefault(method, []).append({"seed": seed, **_judge(study, env, args, probe, ref),
                                                    "proxy_front": _proxy_hv(study, env, ref)})
             else:
-                sampler, _, multi = method.partition("-")
-                study = _run_search(env, args, key=method, seed=seed, objective="latency", sampler=sampler,
-                                    fidelity="multi" if multi else "single")
                 per.setdefault(method, []).append({"seed": seed, **_proxy_hv(study, env, ref)})
     summary = {m: _mean_std([r["hypervolume"] for r in rs]) for m, rs in per.items()}
     proxy_summary = ({m: _mean_std([r["proxy_front"]["hypervolume"] for r in rs]) for m, rs in per.items()}

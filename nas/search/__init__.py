@@ -33,8 +33,8 @@ _EXPORTS = {
     "SearchReport": "nas.search.report",
     "build_report": "nas.search.report",
     "plot_report": "nas.search.report",
-    "hypervolume_2d": "nas.search.report",
-    "pareto_points": "nas.search.report",
+    "hypervolume_2d": "nas.search.front",
+    "pareto_points": "nas.search.front",
 }
 
 __all__ = sorted(_EXPORTS)

@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any, Sequence
 if TYPE_CHECKING:  # pragma: no cover
     from nas.search.results import TrialRecord
 
-__all__ = ["leaves", "front", "front_picks", "accuracy_se", "beats", "rung_of", "candidate_of", "BEAT_Z"]
+__all__ = ["leaves", "front", "front_picks", "pareto_points", "hypervolume_2d", "accuracy_se", "beats", "rung_of", "candidate_of", "BEAT_Z"]
 
 BEAT_Z = 2.0  # z of the "beats" test: 1.96 (two-sided 95 %) rounded up
 
@@ -80,15 +80,27 @@ def front(records: Sequence["TrialRecord"]) -> list["TrialRecord"]:
     return sorted(out, key=lambda r: (r.values[1], -r.values[0]))  # type: ignore[index]
 
 
-def _dominated_area(points: Sequence[tuple[float, float]], ref_acc: float, ref_cost: float) -> float:
-    """Area of the (accuracy up, cost down) plane dominated by ``points`` up to the reference."""
-    pts = sorted((c, a) for a, c in points if a > ref_acc and c < ref_cost)
-    area, best = 0.0, ref_acc
-    for i, (c, a) in enumerate(pts):  # cheapest first: each strip up to the next cost, at the best accuracy so far
-        best = max(best, a)
-        nxt = pts[i + 1][0] if i + 1 < len(pts) else ref_cost
-        area += (nxt - c) * (best - ref_acc)
-    return area
+def pareto_points(points: Sequence[tuple[float, float]]) -> list[tuple[float, float]]:
+    """The non-dominated ``(accuracy, cost)`` points (higher accuracy, lower cost), sorted by cost."""
+    out: list[tuple[float, float]] = []
+    for a, c in sorted(points, key=lambda p: (p[1], -p[0])):
+        if not out or a > out[-1][0]:
+            out.append((a, c))
+    return out
+
+
+def hypervolume_2d(points: Sequence[tuple[float, float]], *, reference_cost: float,
+                   reference_accuracy: float = 0.0) -> float:
+    """Area dominated by ``(accuracy, cost)`` points up to the reference (accuracy above, cost below it).
+
+    Units are accuracy x cost (e.g. fraction x ms); compare values only under one reference point.
+    """
+    pts = [(a, c) for a, c in pareto_points(points) if a > reference_accuracy and c < reference_cost]
+    hv = 0.0
+    for i, (a, c) in enumerate(pts):
+        nxt = pts[i + 1][1] if i + 1 < len(pts) else reference_cost
+        hv += (nxt - c) * (a - reference_accuracy)
+    return hv
 
 
 def front_picks(records: Sequence["TrialRecord"], k: int, *, reference_accuracy: float,
@@ -114,10 +126,11 @@ def front_picks(records: Sequence["TrialRecord"], k: int, *, reference_accuracy:
             cands.append(r)
     picked: list["TrialRecord"] = []
     pts: list[tuple[float, float]] = []
+    hv = lambda ps: hypervolume_2d(ps, reference_cost=reference_cost,  # noqa: E731
+                                   reference_accuracy=reference_accuracy)
     while cands and len(picked) < k:
-        base = _dominated_area(pts, reference_accuracy, reference_cost)
-        gains = [_dominated_area(pts + [(r.values[0], r.values[1])], reference_accuracy, reference_cost) - base
-                 for r in cands]  # type: ignore[index]
+        base = hv(pts)
+        gains = [hv(pts + [(r.values[0], r.values[1])]) - base for r in cands]  # type: ignore[index]
         i = max(range(len(cands)), key=lambda j: (gains[j], cands[j].values[0]))  # type: ignore[index]
         r = cands.pop(i)
         picked.append(r)

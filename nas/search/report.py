@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Sequence
 
-from nas.search.front import BEAT_Z, accuracy_se, beats, rung_of, rung_result
+from nas.search.front import BEAT_Z, accuracy_se, beats, hypervolume_2d, pareto_points, rung_of, rung_result
 from nas.search.results import TrialRecord, pareto_records
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -167,29 +167,6 @@ def _device_of(table: dict[str, Any]) -> str | None:
     if not ident:
         return None
     return " ".join(str(ident[k]) for k in ("device", "cpu_model") if ident.get(k))
-
-
-def pareto_points(points: Sequence[tuple[float, float]]) -> list[tuple[float, float]]:
-    """The non-dominated ``(accuracy, cost)`` points (higher accuracy, lower cost), sorted by cost."""
-    out: list[tuple[float, float]] = []
-    for a, c in sorted(points, key=lambda p: (p[1], -p[0])):
-        if not out or a > out[-1][0]:
-            out.append((a, c))
-    return out
-
-
-def hypervolume_2d(points: Sequence[tuple[float, float]], *, reference_cost: float,
-                   reference_accuracy: float = 0.0) -> float:
-    """Area dominated by ``(accuracy, cost)`` points up to the reference (accuracy above, cost below it).
-
-    Units are accuracy x cost (e.g. fraction x ms); compare values only under one reference point.
-    """
-    front = [(a, c) for a, c in pareto_points(points) if a > reference_accuracy and c < reference_cost]
-    hv = 0.0
-    for i, (a, c) in enumerate(front):
-        nxt = front[i + 1][1] if i + 1 < len(front) else reference_cost
-        hv += (nxt - c) * (a - reference_accuracy)
-    return hv
 
 
 # (value key, axis label, file name, budget metric, budget unit in that key's unit)
