@@ -3,14 +3,17 @@
 **Ground-truth mode** (default). Searches of the shipped space under ``--budget 150MFLOPs`` at an equal trial
 budget (``--trials``, >= 60) and ``--seeds`` (>= 3), one stored study each (resumable):
 
-* ``latency-evolution``: the default ``nas search`` since session 8 (regularized evolution with the
-  latency-efficient initial design, latency predicted by the table);
+* ``latency-evolution``: regularized evolution with the latency-efficient initial design, latency predicted by
+  the table (the default sampler since session 8);
 * ``macs-evolution``: the same sampler minimising MACs (the FLOPs proxy the ShuffleNetV2 paper argues against);
 * ``latency-guided`` / ``macs-guided``: the same with TPE (the default until session 8);
-* ``random``: uniform draws repaired onto the budget, no model.
+* ``random``: uniform draws repaired onto the budget, no model;
+* any of them with ``-multi``: multi-fidelity (successive halving, ``--rungs``, Pareto-layer promotion).
+  ``latency-evolution-multi`` with ``--rungs 2`` is the default ``nas search`` since session 9, and the default
+  method set compares it with ``random-multi`` and ``macs-evolution-multi``.
 
-Each search is judged by its final front's ``--top`` most proxy-accurate candidates: their ground-truth accuracy
-(``benchmarks/ground_truth.py``: 3 epochs x 20k full Fashion-MNIST at 64², official 10k test split, cached by
+Each search is judged by its final front's ``--top`` picks (``--pick``, hypervolume by default): their
+ground-truth accuracy (``benchmarks/ground_truth.py``: 3 epochs x 20k full Fashion-MNIST at 64², official 10k test split, cached by
 config hash; waits while another process trains the same network) and their end-to-end latency measured on the
 table's backend, interleaved with the reference probe (``nas.latency.measure.measure_network``) and rescaled to
 the table's reference speed (network/probe ratio x the table's probe ms; cached in
@@ -32,7 +35,7 @@ in this figure: it compares what was *found*, at rung 0.
 The table's identity is compared with this machine's and any mismatch printed. ``--dry`` runs everything tiny
 (2 steps, 4 trials, one seed, a 6-step stand-in for ground truth, a short timing protocol) for a smoke test.
 
-    python benchmarks/bench_search_guidance.py --seeds 0,1,2 --trials 60          # hours: run in the background
+    python benchmarks/bench_search_guidance.py --seeds 0,1,2,3,4 --trials 60      # hours: run in the background
     python benchmarks/bench_search_guidance.py --objective proxy --seeds 0,1,2 --trials 30
     python benchmarks/bench_search_guidance.py --dry
 """
@@ -60,7 +63,7 @@ GUIDANCE = {  # method -> (objective, sampler); the study is named after the met
     "latency-guided": ("latency", "tpe"),  # the default until session 8 (TPE)
     "macs-guided": ("flops", "tpe"),
     "latency-nsga2": ("latency", "nsga2")}
-DEFAULT_GUIDANCE = ("latency-evolution", "macs-evolution", "random", "latency-guided", "macs-guided")
+DEFAULT_GUIDANCE = ("latency-evolution-multi", "random-multi", "macs-evolution-multi")  # the default search (s9)
 PROXY_METHODS = ("tpe", "nsga2", "gp", "random", "evolution")
 CHANCE = 0.1  # 10 classes: the proxy hypervolume's reference accuracy
 REF_COST_X_1X = 1.5  # hypervolume reference cost: 1.5 x ShuffleNetV2 1x's latency (1x is ~146 of 150 MFLOPs)
@@ -82,7 +85,10 @@ def _parse() -> argparse.Namespace:
     ap.add_argument("--seeds", default="0,1,2")
     ap.add_argument("--trials", type=int, default=60)
     ap.add_argument("--budget", default="150MFLOPs")
-    ap.add_argument("--fidelity", choices=["single", "multi"], default="single", help="of the guided searches")
+    ap.add_argument("--fidelity", choices=["single", "multi"], default="single",
+                    help="of every method without a -multi suffix")
+    ap.add_argument("--rungs", type=int, default=2, help="multi-fidelity: rungs on the ladder (2, the search's "
+                    "default, or 3)")
     ap.add_argument("--proxy-steps", type=int, default=40)
     ap.add_argument("--top", type=int, default=3, help="front candidates judged per search")
     ap.add_argument("--pick", choices=["hypervolume", "accuracy"], default="hypervolume",
@@ -100,6 +106,10 @@ def _parse() -> argparse.Namespace:
     ap.add_argument("--search-only", action="store_true",
                     help="run (or resume) the searches and stop: judge them later, e.g. on the machine the "
                          "latencies are for, with the same flags minus this one")
+    ap.add_argument("--gt-only", action="store_true",
+                    help="run (or resume) the searches and train their picks' ground truth, measuring nothing: "
+                         "e.g. on a GPU machine (--gt-device cuda); judge later here with the same flags minus it")
+    ap.add_argument("--gt-device", default="cpu", help="where missing ground truth trains (cpu, cuda)")
     ap.add_argument("--jobs", type=int, default=1,
                     help="run the (method, seed) searches and their ground truth in this many processes first "
                          "(one thread each), then assemble the result from the caches")
@@ -139,11 +149,16 @@ def _setup(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def _unit(args: argparse.Namespace, method: str) -> dict[str, str]:
-    """A method's search: objective, sampler and fidelity (``GUIDANCE`` in ground-truth mode; in proxy mode the
-    method is a sampler name, ``-multi`` for successive halving)."""
+    """A method's search: objective, sampler and fidelity (``GUIDANCE`` in ground-truth mode, ``-multi`` appended
+    for successive halving whatever ``--fidelity`` says; in proxy mode the method is a sampler name, ``-multi``
+    for successive halving)."""
     if args.objective == "ground-truth":
-        objective, sampler = GUIDANCE[method]
-        return {"objective": objective, "sampler": sampler, "fidelity": args.fidelity}
+        base, multi = (method[:-len("-multi")], True) if method.endswith("-multi") else (method, False)
+        if base not in GUIDANCE:
+            raise SystemExit(f"bench_search_guidance: method {method!r}: choose from {', '.join(GUIDANCE)} "
+                             "(each optionally with -multi)")
+        objective, sampler = GUIDANCE[base]
+        return {"objective": objective, "sampler": sampler, "fidelity": "multi" if multi else args.fidelity}
     sampler, _, multi = method.partition("-")
     return {"objective": "latency", "sampler": sampler, "fidelity": "multi" if multi else "single"}
 
@@ -155,8 +170,10 @@ def _run_search(env: dict[str, Any], args: argparse.Namespace, *, key: str, seed
 
     settings = SearchSettings(budgets=(env["budget"],), n_trials=args.trials, objective=objective, seed=seed,
                               proxy_settings=env["proxy"], presets="none", workers=args.workers,
-                              fidelity=fidelity, device=args.proxy_device, sampler=sampler)
+                              fidelity=fidelity, device=args.proxy_device, sampler=sampler, rungs=args.rungs)
     name = f"guidance-{key}-{args.budget}-s{seed}-steps{env['proxy'].steps}-{settings.sampler}-{fidelity}"
+    if fidelity == "multi" and args.rungs != 3:  # (studies of 3 rungs carry no suffix: they came first)
+        name += f"-r{args.rungs}"
     t = time.time()
     LOG(f"[{key} seed {seed}] {args.trials} trials ({objective}, {settings.sampler}, {fidelity}) ...")
     res = search(env["space"], settings=settings, study=name, table=env["table"],
@@ -176,7 +193,7 @@ def _ground_truth(cfg: Any, args: argparse.Namespace, *, label: str) -> dict[str
     from ground_truth import ground_truth
 
     for _ in range(GT_WAIT_ROUNDS):
-        rec = ground_truth(cfg, seed=0, label=label)
+        rec = ground_truth(cfg, seed=0, label=label, device=args.gt_device)
         if rec is not None:
             return rec
         LOG(f"  {label}: another process is training it; waiting {GT_WAIT_S} s")
@@ -248,8 +265,9 @@ def _reference_1x(env: dict[str, Any], args: argparse.Namespace, probe: Any) -> 
     else:
         from ground_truth import read_cache
 
-        accs = [r["test_accuracy"] for r in read_cache().values()
-                if r.get("label") == "shufflenetv2-1.0x" and r.get("seed") in (0, 1, 2)]
+        accs = [r["test_accuracy"] for r in read_cache().values()  # the CPU's seeds: the reference recipe run
+                if r.get("label") == "shufflenetv2-1.0x" and r.get("seed") in (0, 1, 2)
+                and r.get("device", "cpu") == "cpu"]
         if not accs:
             accs = [_ground_truth(gt_cfg, args, label="shufflenetv2-1.0x")["test_accuracy"]]
     return {"accuracy": _mean_std(accs), "accuracies": accs, "measured": _measure(cfg, env, args, probe),
@@ -359,7 +377,7 @@ def main() -> int:
         methods = ["tpe", "evolution", "tpe-multi"]
     if args.jobs > 1 and not args.dry:
         _run_units(args, methods, seeds)
-        if args.search_only:
+        if args.search_only or args.gt_only:
             return 0
     import optuna
 
@@ -370,10 +388,15 @@ def main() -> int:
     t_all = time.time()
     from nas.latency.prediction import check_probe
 
-    if args.search_only:
+    if args.search_only or args.gt_only:
         for seed in seeds:
             for method in methods:
-                _run_search(env, args, key=method, seed=seed, **_unit(args, method))
+                study = _run_search(env, args, key=method, seed=seed, **_unit(args, method))
+                if args.gt_only:
+                    from nas.arch import ArchConfig
+
+                    for r in _top(study, args.top, pick=args.pick, ref_cost=_own_ref_cost(env, study)):
+                        _ground_truth(ArchConfig.from_dict(r.config), args, label=f"{study.study_name}-t{r.number}")
         return 0
     probe = portable_probe(env["backend"], check_probe(env["table"]))  # ratios are to the table's own probe
     ref = _reference_1x(env, args, probe) if args.objective == "ground-truth" else {"predicted_ms": _predicted_1x(env)}

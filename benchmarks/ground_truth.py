@@ -13,9 +13,16 @@ Every result is appended to ``benchmarks/results/ground_truth.jsonl`` keyed by (
 seed), so no benchmark trains the same network twice; a training run checkpoints every epoch under
 ``runs/ground_truth/<key>/`` and a killed run resumes there.
 
+``--device cuda`` trains the same recipe on a GPU (session 9: the benchmark's picks on a borrowed H200). Its
+records carry ``device`` and a key ending in ``-cuda``; a lookup takes a result from either device (the recipe
+is the figure; the device only changes floating-point order), ``--exact-device`` only the asked one (to compare
+the two devices' seed spreads on one network). ``NAS_GT_DATA=DIR`` reads Fashion-MNIST from DIR (a machine
+without the Debian package); the recipe hash names the data set, not its folder.
+
     python benchmarks/ground_truth.py spread --preset shufflenetv2-1.0x --seeds 3
     python benchmarks/ground_truth.py spread --config benchmarks/results/found_150mflops.json --seeds 3
     python benchmarks/ground_truth.py fidelity --n 24 --min-mflops 60 --max-mflops 150
+    python benchmarks/ground_truth.py spread --device cuda --exact-device --seeds 3   # the GPU's spread on 1x
     python benchmarks/ground_truth.py show
 """
 
@@ -54,8 +61,24 @@ def recipe_hash() -> str:
     return hashlib.sha256(json.dumps(asdict(recipe()) | {"data": DATA}, sort_keys=True).encode()).hexdigest()[:12]
 
 
-def _key(cfg: Any, seed: int) -> str:
-    return f"{cfg.hash()[:16]}-{recipe_hash()}-s{seed}"
+def _device_suffix(device: str) -> str:
+    return "" if device == "cpu" else f"-{device.split(':')[0]}"
+
+
+def _key(cfg: Any, seed: int, device: str = "cpu") -> str:
+    return f"{cfg.hash()[:16]}-{recipe_hash()}-s{seed}{_device_suffix(device)}"
+
+
+def _data() -> str:
+    """The data spec: Debian's folder, or ``NAS_GT_DATA`` (same files elsewhere; not part of the recipe hash)."""
+    folder = os.environ.get("NAS_GT_DATA")
+    return f"{DATA}:{Path(folder).resolve()}" if folder else DATA
+
+
+def _lookup(cfg: Any, seed: int, device: str, exact_device: bool) -> dict[str, Any] | None:
+    cache = read_cache()
+    keys = [_key(cfg, seed, device)] + ([] if exact_device else [_key(cfg, seed, d) for d in ("cpu", "cuda")])
+    return next((cache[k] for k in keys if k in cache), None)
 
 
 def read_cache(path: Path = CACHE) -> dict[str, dict[str, Any]]:
@@ -96,8 +119,10 @@ def _claim(key: str) -> bool:
     return False
 
 
-def ground_truth(cfg: Any, *, seed: int = 0, threads: int = 1, label: str = "") -> dict[str, Any] | None:
-    """The cached ground-truth record of ``cfg`` (trained now if absent): test accuracy, its binomial SE.
+def ground_truth(cfg: Any, *, seed: int = 0, threads: int = 1, label: str = "", device: str = "cpu",
+                 exact_device: bool = False) -> dict[str, Any] | None:
+    """The cached ground-truth record of ``cfg`` (trained now on ``device`` if absent): test accuracy, its
+    binomial SE. A cached result from either device counts unless ``exact_device``.
 
     Returns None when another process is training it right now (several benchmark processes can share the
     list: each takes what is neither cached nor claimed).
@@ -107,18 +132,19 @@ def ground_truth(cfg: Any, *, seed: int = 0, threads: int = 1, label: str = "") 
     from nas.macs import count_macs
     from nas.training.train import train
 
-    key = _key(cfg, seed)
-    hit = read_cache().get(key)
+    key = _key(cfg, seed, device)
+    hit = _lookup(cfg, seed, device, exact_device)
     if hit is not None:
         return hit
     if not _claim(key):
         return None
     try:
-        hit = read_cache().get(key)  # finished between our first look and the claim
+        hit = _lookup(cfg, seed, device, exact_device)  # finished between our first look and the claim
         if hit is not None:
             return hit
         t0 = time.time()
-        res = train(cfg, data=DATA, settings=replace(recipe(), threads=threads), out_dir=WORK / key, seed=seed)
+        res = train(cfg, data=_data(), settings=replace(recipe(), threads=threads), out_dir=WORK / key, seed=seed,
+                    device=device)
     finally:
         (WORK / f"{key}.lock").unlink(missing_ok=True)
     acc = float(res.test_accuracy)
@@ -127,7 +153,7 @@ def ground_truth(cfg: Any, *, seed: int = 0, threads: int = 1, label: str = "") 
     rec = {"key": key, "config_hash": cfg.hash(), "recipe": recipe_hash(), "seed": seed, "label": label,
            "test_accuracy": acc, "se_binomial": math.sqrt(acc * (1 - acc) / TEST_IMAGES),
            "val_accuracy": float(res.val_accuracy), "macs": macs, "params": params,
-           "train_seconds": round(time.time() - t0, 1), "threads": threads, "config": cfg.to_dict(),
+           "train_seconds": round(time.time() - t0, 1), "threads": threads, "device": device, "config": cfg.to_dict(),
            "load": os.getloadavg()[0]}
     _append(rec)
     return rec
@@ -178,12 +204,15 @@ def main(argv: list[str] | None = None) -> int:
     sub.add_parser("show", help="print the cache")
     for p in (s, f):
         p.add_argument("--threads", type=int, default=1)
+        p.add_argument("--device", default="cpu", help="cpu or cuda: where it trains (recorded)")
+        p.add_argument("--exact-device", action="store_true",
+                       help="a cached result counts only from --device (compare the devices' spreads)")
     args = ap.parse_args(argv)
     if args.cmd == "show":
         for r in read_cache().values():
             print(f"{r['label'] or r['config_hash'][:10]:<24} seed {r['seed']} {r['test_accuracy'] * 100:6.2f} % "
                   f"± {r['se_binomial'] * 100:.2f}  {r['macs'] / 1e6:6.1f} MFLOPs  {r['train_seconds']:6.0f} s "
-                  f"(load {r['load']:.1f})")
+                  f"{r.get('device', 'cpu')} (load {r['load']:.1f})")
         return 0
     from nas.arch import load_config, preset
 
@@ -191,12 +220,15 @@ def main(argv: list[str] | None = None) -> int:
         cfg = load_config(args.config) if args.config else preset(args.preset)
         label = args.label or (Path(args.config).stem if args.config else args.preset)
         recs = [r for k in range(args.seeds)
-                if (r := ground_truth(cfg, seed=k, threads=args.threads, label=label)) is not None]
-        print(json.dumps({"network": label, "config": cfg.to_string(), "recipe": recipe_hash(), **spread(recs)}))
+                if (r := ground_truth(cfg, seed=k, threads=args.threads, label=label, device=args.device,
+                                      exact_device=args.exact_device)) is not None]
+        print(json.dumps({"network": label, "config": cfg.to_string(), "recipe": recipe_hash(),
+                          "devices": sorted({r.get("device", "cpu") for r in recs}), **spread(recs)}))
         return 0
     cfgs = list(enumerate(fidelity_configs(args.n, args.min_mflops, args.max_mflops, seed=args.sample_seed)))
     for i, cfg in (cfgs[::-1] if args.reverse else cfgs):
-        rec = ground_truth(cfg, seed=0, threads=args.threads, label=f"fidelity-{args.sample_seed}-{i:02d}")
+        rec = ground_truth(cfg, seed=0, threads=args.threads, label=f"fidelity-{args.sample_seed}-{i:02d}",
+                           device=args.device)
         if rec is None:
             print(f"{i + 1}/{len(cfgs)}: another process is training it", flush=True)
             continue

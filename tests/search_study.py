@@ -86,11 +86,13 @@ def tiny_study(tmp_path_factory) -> TinyStudy:
         out = tmp_path_factory.mktemp("tiny-study")
         space = load_space(root / "small.toml")
         table = load_table(root / "small.json", space=space)
-        common = dict(budgets=[BUDGET], table=table, out_dir=out, proxy_settings=TINY_PROXY, threads=1)
+        common = dict(budgets=[BUDGET], table=table, out_dir=out, proxy_settings=TINY_PROXY, threads=1,
+                      fidelity="single")  # the shared study's figures are counted by the report tests
         res = run_search(space, n_trials=2, study=STUDY, presets="none", **common)
         open_study(study=STUDY, storage=res.storage).enqueue_trial(space.params_of(space.largest()))
         run_search(space, n_trials=N_TRIALS, study=STUDY, presets="all", **common)
         run_search(space, n_trials=1, study=FAILED_STUDY, presets="none", budgets=[BUDGET], table=table,
-                   storage=res.storage, proxy_settings=TINY_PROXY.replace(lr=1e12, warmup_fraction=0.0), threads=1)
+                   storage=res.storage, proxy_settings=TINY_PROXY.replace(lr=1e12, warmup_fraction=0.0), threads=1,
+                   fidelity="single")
         _CACHE["study"] = TinyStudy(root=root, url=res.storage, out_dir=out)
     return _CACHE["study"]  # type: ignore[return-value]

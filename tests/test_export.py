@@ -110,7 +110,7 @@ def test_search_to_export_in_python(tiny, tmp_path):
     space = load_space(tiny.root / "small.toml")
     table = nas.load_table(tiny.root / "small.json", space=space)
     res = run_search(space, budgets=[BUDGET], table=table, n_trials=4, study="py", out_dir=tmp_path / "run",
-                     proxy_settings=TINY_PROXY, presets="none", threads=1)
+                     proxy_settings=TINY_PROXY, presets="none", threads=1, fidelity="single")
     study = open_study(study="py", storage=res.storage)
     assert res.n_trials == 4 and len(study.trials) == 4 and res.pareto
     assert [r.number for r in res.pareto] == [r.number for r in pareto_records(study)]

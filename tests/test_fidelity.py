@@ -16,7 +16,7 @@ import pytest
 from nas.cli import main
 from nas.errors import UsageError
 from nas.search import SearchSettings, TrialRecord, open_study, pareto_records, search
-from nas.search.fidelity import next_promotion, rung_factors, rung_settings
+from nas.search.fidelity import next_promotion, pareto_rank_order, rung_factors, rung_settings
 from nas.search.front import leaves
 from nas.space import load_space
 from nas.latency.table import load_table
@@ -35,7 +35,7 @@ def _records(study) -> list[TrialRecord]:
     return [TrialRecord.from_trial(t) for t in study.get_trials(deepcopy=False)]
 
 
-def _check_ladder(recs: list[TrialRecord], *, n: int, eta: int = 3) -> None:
+def _check_ladder(recs: list[TrialRecord], *, n: int, eta: int = 3, rungs: int = 3) -> None:
     """n rung-0 candidates; each promotion has its parent's params, one rung up, 4x its steps, its rung history
     extending the parent's; no candidate promoted twice to one rung; nothing left to promote."""
     by = {r.number: r for r in recs}
@@ -54,7 +54,35 @@ def _check_ladder(recs: list[TrialRecord], *, n: int, eta: int = 3) -> None:
             assert (r.parent, r.rung) not in made, "promoted twice"
             made.add((r.parent, r.rung))
     assert made, "something was promoted"
-    assert next_promotion(recs, eta=eta, rungs=3) is None
+    assert next_promotion(recs, eta=eta, rungs=rungs) is None
+
+
+def _rec(number: int, accuracy: float, cost: float, **kw) -> TrialRecord:
+    return TrialRecord(number=number, state="COMPLETE", values=(accuracy, cost), accuracy=accuracy,
+                       accuracy_se=0.012, feasible=True, **kw)
+
+
+def test_promotion_ranks_by_pareto_layer_so_the_fast_end_is_promoted_too():
+    # Three slow accurate networks and three fast ones; the front is {0 (most accurate), 3 (fastest)}. With six
+    # finished and eta 3, two are promoted: ranked by accuracy alone they would be 0 and 1 (1 is within one SE
+    # of 0, so "near the front" lets it through); ranked by Pareto layer, 0 and then the fast front member 3.
+    recs = [_rec(0, 0.80, 3.0), _rec(1, 0.79, 3.1), _rec(2, 0.78, 3.2),
+            _rec(3, 0.60, 1.0), _rec(4, 0.55, 1.2), _rec(5, 0.50, 2.0)]
+    assert [r.number for r in pareto_rank_order(recs)] == [0, 3, 1, 4, 2, 5]
+    first = next_promotion(recs, eta=3, rungs=3)
+    assert first is not None and (first[0].number, first[1]) == (0, 1)
+    made = [TrialRecord(number=6, state="RUNNING", rung=1, parent=0, candidate=0)]
+    second = next_promotion(recs + made, eta=3, rungs=3)
+    assert second is not None and (second[0].number, second[1]) == (3, 1)
+    made.append(TrialRecord(number=7, state="WAITING", rung=1, parent=3, candidate=3))
+    assert next_promotion(recs + made, eta=3, rungs=3) is None  # k = 6 // 3 = 2 promotions, both made
+
+
+def test_default_is_multi_fidelity_on_two_rungs_and_single_for_the_zero_cost_proxy():
+    # the default chosen on ground truth (benchmarks/bench_search_guidance.py, session 9)
+    s = SearchSettings(budgets=(parse_budget(BUDGET),), n_trials=3)
+    assert (s.fidelity, s.rungs, s.eta, s.sampler) == ("multi", 2, 3, "evolution")
+    assert SearchSettings(budgets=(parse_budget(BUDGET),), n_trials=3, proxy="zero-cost").fidelity == "single"
 
 
 def test_rung_ladder_follows_the_proxy_rungs():
@@ -74,12 +102,12 @@ def test_promotion_records_every_rung_and_the_front_takes_the_highest(env, tmp_p
     # The rung counts below follow from TPE's proposals on this small space (the mechanics under test do not
     # depend on the sampler; the evolution default is run multi-fidelity by the kill -9 test below).
     settings = SearchSettings(budgets=(parse_budget("0.14MFLOPs"),), n_trials=9, proxy_settings=TINY_PROXY,
-                              presets="none", fidelity="multi", seed=1, sampler="tpe")
+                              presets="none", fidelity="multi", seed=1, sampler="tpe", rungs=3)
     res = search(space, settings=settings, study="m", table=table, out_dir=tmp_path, threads=1)
     study = open_study(study="m", storage=res.storage)
     recs = _records(study)
     _check_ladder(recs, n=9)
-    assert max(r.rung or 0 for r in recs) == 2  # 9 candidates, eta 3: three to rung 1, one to rung 2
+    assert max(r.rung or 0 for r in recs) == 2  # 9 candidates, eta 3: promotions reach rung 2
     front = pareto_records(study)
     leaf = {r.number for r in leaves(recs)}
     assert front and all(r.number in leaf for r in front)  # no candidate on the front below its highest rung
@@ -133,5 +161,5 @@ def test_kill_9_then_resume_with_two_workers_loses_no_rung(env, tmp_path):
     after = {r.number: (r.state, r.values, r.rungs) for r in recs}
     for n, v in before.items():
         assert after[n] == v  # every completed rung kept
-    _check_ladder(recs, n=6)
+    _check_ladder(recs, n=6, rungs=2)  # the CLI's default ladder
     assert all(r.state in ("COMPLETE", "FAIL", "PRUNED") for r in recs)

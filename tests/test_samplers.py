@@ -82,7 +82,7 @@ def test_real_search_under_a_tight_budget_is_feasible_and_repeatable(env, tmp_pa
     table = load_table(env / "small.json", space=space)
     budget = "0.12MFLOPs"  # the space spans 0.107 .. 0.150 M MACs: about half its networks break it
     settings = SearchSettings(budgets=(parse_budget(budget),), n_trials=12, sampler=name, proxy_settings=TINY_PROXY,
-                              presets="none", seed=5)
+                              presets="none", seed=5, fidelity="single")
     seqs = []
     for run in ("a", "b"):
         search(space, settings=settings, study="s", table=table, out_dir=tmp_path / run, threads=1)

@@ -46,7 +46,7 @@ def env(tmp_path_factory):
 
 def _cli(env: Path, out: Path, *extra: str) -> list[str]:
     return ["search", "--space", str(env / "small.toml"), "--table", str(env / "small.json"), "--budget", BUDGET,
-            "--proxy-steps", "4", "--threads", "1", "--presets", "none", "--out", str(out), *extra]
+            "--proxy-steps", "4", "--threads", "1", "--presets", "none", "--out", str(out), "--fidelity", "single", *extra]
 
 
 def _finished(study: optuna.Study) -> list[optuna.trial.FrozenTrial]:
@@ -54,8 +54,9 @@ def _finished(study: optuna.Study) -> list[optuna.trial.FrozenTrial]:
 
 
 def _settings(n: int, **kw) -> SearchSettings:
+    # single fidelity: these tests count trials (multi-fidelity's promotions come on top: tests/test_fidelity.py)
     return SearchSettings(budgets=(parse_budget(BUDGET),), n_trials=n, proxy_settings=TINY_PROXY,
-                          presets="none", **kw)
+                          presets="none", **{"fidelity": "single", **kw})
 
 
 # ----------------------------------------------------------------------------------------- budgets

@@ -33,9 +33,10 @@ study with the same --study and a shared --storage, e.g. on every machine:
 The default storage (SQLite in runs/<study>/study.db) serves the processes of one machine only.
 
 Samplers (--sampler): every proposal is repaired onto the budgets (the nearest feasible network), so no
-trial is spent over budget and the sampler learns from what it chose. Multi-fidelity (--fidelity multi):
-successive halving; --trials counts the candidates trained at the cheapest rung, and the top 1/eta of each
-rung near its front are retrained with 4x and 16x the steps (the front shows each at its highest rung).
+trial is spent over budget and the sampler learns from what it chose. Multi-fidelity (the default with the
+trained proxy; --fidelity single turns it off): successive halving; --trials counts the candidates trained at
+the cheapest rung, and the top 1/eta of each rung by Pareto layer, near its front, are retrained with 4x the
+steps (--rungs 3: and 16x); the front shows each at its highest rung.
 
 Budgets: 150MFLOPs (mult-adds, as in the ShuffleNetV2 paper), 5ms (latency predicted from the table),
 3Mparams; repeat --budget for several. Results: runs/<study>/ (study.db, report.json, PNG plots).
@@ -83,11 +84,12 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
                    help="which ShuffleNetV2 presets get a proxy accuracy for reference (default all; --quick: "
                         "feasible)")
     s.add_argument("--no-prune", action="store_true", help="train every candidate to the end")
-    s.add_argument("--fidelity", choices=["single", "multi"], default="single",
-                   help="single (default): every candidate gets the proxy's steps; multi: successive halving, the "
-                        "top 1/eta near the front promoted to 4x and 16x the steps (--trials counts candidates)")
+    s.add_argument("--fidelity", choices=["single", "multi"], default=None,
+                   help="multi (default with the trained proxy): successive halving, the top 1/eta of a rung by "
+                        "Pareto layer promoted to 4x (and 16x) the steps (--trials counts candidates); single "
+                        "(default with --proxy zero-cost): every candidate gets the proxy's steps")
     s.add_argument("--eta", type=int, default=3, help="multi-fidelity: promote the top 1/eta of a rung (default 3)")
-    s.add_argument("--rungs", type=int, default=3, help="multi-fidelity: rungs on the ladder, 2 or 3 (default 3)")
+    s.add_argument("--rungs", type=int, default=2, help="multi-fidelity: rungs on the ladder, 2 or 3 (default 2)")
     s.add_argument("--quick", action="store_true",
                    help=f"demo: shipped space+table, bundled data, {QUICK_TRIALS} trials, {QUICK_STEPS}-step proxy")
     s.add_argument("--json", action="store_true", help="print one JSON object (its 'pareto' list) on stdout")

@@ -8,9 +8,12 @@
   trial promoted) and ``candidate`` (the rung-0 trial), because a finished Optuna trial cannot be updated;
   every trial also stores ``rungs``: the candidate's result at each rung so far.
 * **Promotion** (:func:`next_promotion`), asynchronous: a candidate at rung ``r`` is promoted when it is among
-  the top ``1/eta`` by accuracy of the rung's finished trials (pruned ones count, as losers) **and** near the
-  rung's own front: its accuracy plus one standard error reaches the best rung-``r`` accuracy at no higher cost.
-  Higher rungs are promoted first. The decision runs under the study's
+  the top ``1/eta`` of the rung's finished trials (pruned ones count, as losers) ranked by **Pareto layer** of
+  (accuracy up, cost down), then accuracy (:func:`pareto_rank_order`; multi-objective successive halving as in
+  Schmucker et al. 2021) **and** near the rung's own front: its accuracy plus one standard error reaches the best
+  rung-``r`` accuracy at no higher cost. Higher rungs are promoted first. Until session 9 the rank was accuracy
+  alone, which sent every promotion to the front's slow, accurate end: the fast networks a user picks from kept
+  their noisy rung-0 accuracies. The decision runs under the study's
   :class:`~nas.search.storage.ClaimLock` with the enqueue, so two workers (SQLite or PostgreSQL) never promote
   one candidate twice. A promotion whose trial failed (e.g. its worker was killed) is retried, at most
   :data:`MAX_ATTEMPTS` times in all: a resumed search loses no rung.
@@ -31,8 +34,8 @@ if TYPE_CHECKING:  # pragma: no cover
     from nas.search.results import TrialRecord
     from nas.training.proxy import ProxySettings
 
-__all__ = ["rung_factors", "rung_settings", "next_promotion", "planned_trials", "fidelity_info", "promotion_attrs",
-           "rung_entry", "MAX_ATTEMPTS"]
+__all__ = ["rung_factors", "rung_settings", "next_promotion", "pareto_rank_order", "planned_trials", "fidelity_info",
+           "promotion_attrs", "rung_entry", "MAX_ATTEMPTS"]
 
 MAX_ATTEMPTS = 2  # tries of one promotion (a killed or diverged run is retried once, then left)
 
@@ -130,6 +133,28 @@ def _near_front(c: "TrialRecord", done: Sequence["TrialRecord"]) -> bool:
     return acc + se >= best
 
 
+def pareto_rank_order(done: Sequence["TrialRecord"]) -> list["TrialRecord"]:
+    """``done`` ordered by non-dominated layer of (accuracy ``values[0]`` up, cost ``values[1]`` down), then by
+    accuracy (higher first), then trial number: the first layer is the rung's own front, fast end included.
+
+    Args:
+        done: completed feasible trials of one rung (each with ``values``).
+
+    Returns:
+        The same records, best first.
+    """
+    def dominates(a: "TrialRecord", b: "TrialRecord") -> bool:
+        (aa, ac), (ba, bc) = a.values[:2], b.values[:2]  # type: ignore[index]
+        return aa >= ba and ac <= bc and (aa > ba or ac < bc)
+
+    left, layers = list(done), []
+    while left:
+        layer = [r for r in left if not any(dominates(o, r) for o in left if o is not r)]
+        layers.append(sorted(layer, key=lambda r: (-r.values[0], r.number)))  # type: ignore[index]
+        left = [r for r in left if all(r is not x for x in layer)]
+    return [r for layer in layers for r in layer]
+
+
 def next_promotion(records: Sequence["TrialRecord"], *, eta: int, rungs: int) -> tuple["TrialRecord", int] | None:
     """The next candidate to promote and its new rung, or None (see the module docstring).
 
@@ -139,7 +164,7 @@ def next_promotion(records: Sequence["TrialRecord"], *, eta: int, rungs: int) ->
         rungs: the ladder's length.
 
     Returns:
-        ``(trial to promote, its next rung)``, the most accurate eligible trial of the highest rung first.
+        ``(trial to promote, its next rung)``: the best-ranked eligible trial of the highest rung first.
     """
     attempts: dict[tuple[int, int], list[str]] = {}
     for r in records:
@@ -152,7 +177,7 @@ def next_promotion(records: Sequence["TrialRecord"], *, eta: int, rungs: int) ->
         k = finished // eta
         if k == 0:
             continue
-        for c in sorted(done, key=lambda r: (-r.values[0], r.number))[:k]:  # type: ignore[index]
+        for c in pareto_rank_order(done)[:k]:
             tries = attempts.get((c.number, rung + 1), [])
             if any(s != "FAIL" for s in tries) or len(tries) >= MAX_ATTEMPTS:
                 continue  # promoted already (running, waiting or done), or given up

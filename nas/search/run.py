@@ -58,8 +58,8 @@ def run_search(space: "SearchSpace", *, budgets: "Sequence[Budget | str]", table
                proxy: Literal["train", "zero-cost"] = "train", proxy_settings: "ProxySettings | str" = "quick",
                data: str = "bundled", timeout_s: float | None = None, workers: int = 1, device: str = "cpu",
                prune: bool = True, presets: Literal["all", "feasible", "none"] = "all", threads: int | None = None,
-               progress: Progress | None = None, fidelity: Literal["single", "multi"] = "single", eta: int = 3,
-               rungs: int = 3) -> SearchResult:
+               progress: Progress | None = None, fidelity: Literal["single", "multi"] | None = None, eta: int = 3,
+               rungs: int = 2) -> SearchResult:
     """Search ``space`` under ``budgets``: the Python entry point (``nas search`` does the same).
 
     Args:

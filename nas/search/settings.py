@@ -42,11 +42,12 @@ class SearchSettings:
         prune: stop dominated candidates early (see :mod:`nas.search.workers`).
         presets: which ShuffleNetV2 presets get a proxy accuracy for reference: ``all``, ``feasible`` (those
             within every budget) or ``none``; MACs and latency are always given.
-        fidelity: ``"single"`` (every candidate trained with ``proxy_settings``) or ``"multi"`` (successive
-            halving over rungs of 1x, 4x, 16x its steps, :mod:`nas.search.fidelity`; ``n_trials`` then counts
-            rung-0 candidates, promotions come on top).
+        fidelity: ``"multi"`` (the default with the trained proxy since session 9: successive halving over rungs
+            of 1x, 4x (, 16x) its steps, promotion by Pareto layer, :mod:`nas.search.fidelity`; ``n_trials``
+            then counts rung-0 candidates, promotions come on top) or ``"single"`` (every candidate trained with
+            ``proxy_settings``; the default, and the only choice, with the zero-cost proxy). None: that default.
         eta: multi-fidelity: the top ``1/eta`` of a rung is promoted.
-        rungs: multi-fidelity: rungs on the ladder (2 or 3).
+        rungs: multi-fidelity: rungs on the ladder (2, the default since session 9, or 3).
     """
 
     budgets: tuple[Budget, ...]
@@ -62,9 +63,9 @@ class SearchSettings:
     device: str = "cpu"
     prune: bool = True
     presets: Literal["all", "feasible", "none"] = "all"
-    fidelity: Literal["single", "multi"] = "single"
+    fidelity: Literal["single", "multi"] | None = None
     eta: int = 3
-    rungs: int = 3
+    rungs: int = 2
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "budgets", tuple(self.budgets))
@@ -85,6 +86,8 @@ class SearchSettings:
             raise UsageError(f"timeout {self.timeout_s!r}: must be a positive number of seconds", field="timeout")
         if self.presets not in PRESET_CHOICES:
             raise UsageError(f"presets {self.presets!r}: choose all, feasible or none", field="presets")
+        if self.fidelity is None:  # the measured default (benchmarks/bench_search_guidance.py, session 9)
+            object.__setattr__(self, "fidelity", "multi" if self.proxy == "train" else "single")
         if self.fidelity not in FIDELITIES:
             raise UsageError(f"fidelity {self.fidelity!r}: choose single or multi", field="fidelity")
         if not isinstance(self.eta, int) or isinstance(self.eta, bool) or self.eta < 2:

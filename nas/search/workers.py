@@ -30,7 +30,7 @@ from typing import TYPE_CHECKING, Any, Callable
 from nas.arch import ArchConfig
 from nas.errors import NasError, TrainingDivergedError
 from nas.search.budgets import Figures, Scorer, describe_violation
-from nas.search.fidelity import next_promotion, promotion_attrs, rung_entry, rung_settings
+from nas.search.fidelity import MAX_ATTEMPTS, next_promotion, promotion_attrs, rung_entry, rung_settings
 from nas.search.front import rung_of
 from nas.search.liveness import Heartbeat, fail_stale, worker_tag
 from nas.search.results import record_attrs
@@ -136,7 +136,8 @@ class Worker:
             except Exception:  # a sibling failed to start: go on alone
                 pass
         ran = 0
-        bound = self.s.n_trials * (self.s.rungs if self.s.fidelity == "multi" else 1)  # promotions: < n per rung
+        # a cap on passes, not a plan: promotions are at most n per rung above 0, each tried MAX_ATTEMPTS times
+        bound = self.s.n_trials * (1 + (self.s.rungs - 1) * MAX_ATTEMPTS if self.s.fidelity == "multi" else 1)
         for _ in range(bound):  # each pass claims one trial, or stops
             if self.job.deadline is not None and time.time() >= self.job.deadline:
                 break
