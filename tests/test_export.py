@@ -216,7 +216,9 @@ def test_export_config_file_and_preset(tmp_path, capsys):
     rc, doc = _export([str(cfg_path), "--format", "json,pt", "--out", str(tmp_path / "o")], capsys)
     assert rc == 0
     (e,) = doc["exports"]
-    assert e["provenance"]["source"] == str(cfg_path) and e["name"] == "found"
+    # the shared file names its source without this machine's directories (issue 14)
+    assert e["provenance"]["source"] == "found.json" and e["name"] == "found"
+    assert str(tmp_path) not in Path(e["files"]["json"]).read_text()
     # Re-exporting an exported file keeps its provenance and stays loadable.
     rc, doc = _export([e["files"]["json"], "--format", "json", "--out", str(tmp_path / "o2")], capsys)
     assert rc == 0 and nas.load_config(doc["exports"][0]["files"]["json"]) == tiny_config(8)
@@ -261,6 +263,8 @@ def test_predicted_latency_from_a_table(tmp_path, capsys):
     prov = json.loads(Path(doc["exports"][0]["files"]["json"]).read_text())["provenance"]
     assert prov["latency_ms"] > 0 and prov["table"]["space_hash"] == space.hash and len(prov["table"]["sha256"]) == 64
     assert prov["onnx_check"]["measured"]["latency_ms"] > 0 and prov["onnx_check"]["measured_over_predicted"] > 0
+    assert prov["table"]["path"] == "t.json" and prov["source"] == "c.json"  # no machine-local directories
+    assert str(tmp_path) not in Path(doc["exports"][0]["files"]["json"]).read_text()
 
 
 def test_export_timing_keeps_the_median_of_several_paired_passes():

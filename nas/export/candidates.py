@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any, Mapping
 
 from nas.arch import ArchConfig, load_config
 from nas.errors import BudgetError, ConfigError, ExportError, StorageError, UsageError
+from nas.latency.paths import portable_source
 from nas.search.results import TrialRecord, pareto_records
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -68,12 +69,12 @@ def candidate_from_config(source: "ArchConfig | Mapping[str, Any] | str | Path",
     if isinstance(source, (str, Path)):
         p = Path(source)
         if p.suffix == ".json" or p.is_file():
-            prov["source"] = str(p)
+            prov["source"] = portable_source(str(p))  # no machine-local directories in a shared file
             with contextlib.suppress(OSError, ValueError):
                 doc = json.loads(p.read_text())
                 if isinstance(doc, dict) and isinstance(doc.get("provenance"), dict):
                     prov.update(doc["provenance"])  # re-exporting keeps the original provenance
-                    prov["source"] = str(p)
+                    prov["source"] = portable_source(str(p))
             stem = p.name.removesuffix(".json")
         else:
             prov["preset"] = cfg.name or str(source)

@@ -37,6 +37,7 @@ from nas.export.candidates import Candidate, candidate_from_config, candidates_f
 from nas.export.checkpoint import CHECKPOINT_FORMAT, checkpoint_dict, load_checkpoint, read_checkpoint
 from nas.export.checks import (ONNX_OPSET, ONNX_TOLERANCE, check_batches, check_onnx, export_onnx_bytes,
                                torchscript_bytes)
+from nas.latency.paths import portable_source
 
 if TYPE_CHECKING:  # pragma: no cover
     import optuna
@@ -208,7 +209,7 @@ def _record_figures(prov: dict[str, Any], cfg: ArchConfig, head: _Head, table: "
         t = load_table(table)
         pr = predict(cfg, t)
         prov.update(latency_ms=pr.latency_ms, latency_uncertainty_ms=pr.uncertainty_ms,
-                    table={"path": str(table), "sha256": hashlib.sha256(Path(table).read_bytes()).hexdigest(),
+                    table={"path": portable_source(str(table)), "sha256": hashlib.sha256(Path(table).read_bytes()).hexdigest(),
                            "space_hash": t.space_hash, "identity": t.describe()})
 
 

@@ -62,6 +62,7 @@ def _table_speed(table: "LatencyTable | None", *, raw_ms: float, ratio: float, p
                  probe_id: str) -> dict[str, Any]:
     """The measurement on the table's reference speed, with why it is missing when it cannot be."""
     from nas.latency.identity_check import table_mismatch
+    from nas.latency.paths import portable_source
 
     if table is None:
         return {"at_table_speed_ms": None, "why_not": "no latency table to compare with"}
@@ -73,7 +74,7 @@ def _table_speed(table: "LatencyTable | None", *, raw_ms: float, ratio: float, p
     at_ref = raw_ms if table.rescale == "none" else ratio * float(ref)
     return {"at_table_speed_ms": round(at_ref, 5), "table_probe_ms": round(float(ref), 5),
             "drift_pct": round(100.0 * (probe_ms / float(ref) - 1.0), 2), "table_rescale": table.rescale,
-            "table_path": str(table.path) if table.path else None,
+            "table_path": portable_source(str(table.path)) if table.path else None,
             "table_sha256": hashlib.sha256(Path(table.path).read_bytes()).hexdigest() if table.path else None,
             "table_mismatch": table_mismatch(table)}
 
