@@ -28,7 +28,8 @@ class SearchSettings:
         objective: ``"latency"`` (predicted from the table) or ``"flops"`` (MACs) as the second objective.
         sampler: ``"evolution"`` (the default: regularized evolution seeded by the presets and, in a
             latency-guided search, latency-efficient networks, :mod:`nas.search.evolution_sampler`; the best
-            mean on ground truth in ``benchmarks/bench_search_guidance.py``, not shown beyond noise over random), ``"tpe"`` (Optuna's multi-objective
+            mean on ground truth in ``benchmarks/bench_search_guidance.py``; with the multi-fidelity default it beats
+            random and MACs guidance beyond the seed spread, session 9), ``"tpe"`` (Optuna's multi-objective
             default), ``"nsga2"``, ``"gp"`` (Optuna's GPSampler) or ``"random"``; every proposal is repaired
             onto the budgets (:mod:`nas.search.sampler`).
         seed: seeds the sampler, the knob order and every proxy run (all candidates share it: common random
