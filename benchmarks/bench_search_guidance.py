@@ -13,8 +13,8 @@ budget (``--trials``, >= 60) and ``--seeds`` (>= 3), one stored study each (resu
   method set compares it with ``random-multi`` and ``macs-evolution-multi``.
 
 Each search is judged by its final front's ``--top`` picks (``--pick``, hypervolume by default): their
-ground-truth accuracy (``benchmarks/ground_truth.py``: 3 epochs x 20k full Fashion-MNIST at 64², official 10k test split, cached by
-config hash; waits while another process trains the same network) and their end-to-end latency measured on the
+ground-truth accuracy (``benchmarks/ground_truth.py``: 3 epochs x 20k full Fashion-MNIST at 64², official 10k
+test split, cached by config hash; waits while another process trains the same network) and their end-to-end latency measured on the
 table's backend, interleaved with the reference probe (``nas.latency.measure.measure_network``) and rescaled to
 the table's reference speed (network/probe ratio x the table's probe ms; cached in
 ``benchmarks/results/search_measurements.jsonl``). Figures: the hypervolume of (ground-truth accuracy,
@@ -153,12 +153,12 @@ def _unit(args: argparse.Namespace, method: str) -> dict[str, str]:
     for successive halving whatever ``--fidelity`` says; in proxy mode the method is a sampler name, ``-multi``
     for successive halving)."""
     if args.objective == "ground-truth":
-        base, multi = (method[:-len("-multi")], True) if method.endswith("-multi") else (method, False)
+        base = method.removesuffix("-multi")
         if base not in GUIDANCE:
             raise SystemExit(f"bench_search_guidance: method {method!r}: choose from {', '.join(GUIDANCE)} "
                              "(each optionally with -multi)")
         objective, sampler = GUIDANCE[base]
-        return {"objective": objective, "sampler": sampler, "fidelity": "multi" if multi else args.fidelity}
+        return {"objective": objective, "sampler": sampler, "fidelity": "multi" if base != method else args.fidelity}
     sampler, _, multi = method.partition("-")
     return {"objective": "latency", "sampler": sampler, "fidelity": "multi" if multi else "single"}
 
@@ -294,15 +294,23 @@ def _own_ref_cost(env: dict[str, Any], study: Any) -> float:
     return REF_COST_X_1X * _predicted_1x(env)
 
 
+def _picks_with_truth(study: Any, env: dict[str, Any], args: argparse.Namespace) -> list[tuple[Any, Any, dict]]:
+    """The search's judged picks as (trial record, config, ground-truth record), trained where missing."""
+    from nas.arch import ArchConfig
+
+    out = []
+    for r in _top(study, args.top, pick=args.pick, ref_cost=_own_ref_cost(env, study)):
+        cfg = ArchConfig.from_dict(r.config)
+        out.append((r, cfg, _ground_truth(cfg, args, label=f"{study.study_name}-t{r.number}")))
+    return out
+
+
 def _judge(study: Any, env: dict[str, Any], args: argparse.Namespace, probe: Any, ref: dict[str, Any]) -> dict:
     """Ground truth and measured latency of a search's top front candidates, their hypervolume, the fastest >= 1x."""
-    from nas.arch import ArchConfig
     from nas.search import hypervolume_2d
 
     rows = []
-    for r in _top(study, args.top, pick=args.pick, ref_cost=_own_ref_cost(env, study)):
-        cfg = ArchConfig.from_dict(r.config)
-        gt = _ground_truth(cfg, args, label=f"{study.study_name}-t{r.number}")
+    for r, cfg, gt in _picks_with_truth(study, env, args):
         m = _measure(cfg, env, args, probe)
         rows.append({"trial": r.number, "rung": r.rung or 0, "proxy_accuracy": r.values[0], "mflops": r.mflops,
                      "predicted_ms": r.latency_ms, "gt_accuracy": gt["test_accuracy"], "gt_se": gt["se_binomial"],
@@ -393,10 +401,7 @@ def main() -> int:
             for method in methods:
                 study = _run_search(env, args, key=method, seed=seed, **_unit(args, method))
                 if args.gt_only:
-                    from nas.arch import ArchConfig
-
-                    for r in _top(study, args.top, pick=args.pick, ref_cost=_own_ref_cost(env, study)):
-                        _ground_truth(ArchConfig.from_dict(r.config), args, label=f"{study.study_name}-t{r.number}")
+                    _picks_with_truth(study, env, args)
         return 0
     probe = portable_probe(env["backend"], check_probe(env["table"]))  # ratios are to the table's own probe
     ref = _reference_1x(env, args, probe) if args.objective == "ground-truth" else {"predicted_ms": _predicted_1x(env)}

@@ -4,7 +4,8 @@
 # truth on the GPU too (--gt-only --gt-device cuda; Fashion-MNIST read from $NAS_GT_DATA), and ShuffleNetV2 1x's
 # seeds 0-2 are trained there beside them (ground_truth.py spread --device cuda --exact-device) to compare the
 # GPU's figures with this CPU's. What comes back under $OUT: studies.tgz (unpack it in the repo root here),
-# ground_truth.jsonl (the GPU's records appended to the repo's cache: merge with `sort -u`), the logs. Then run
+# ground_truth.jsonl (the repo's cache with the GPU's records appended: copy it over
+# benchmarks/results/ground_truth.jsonl), the logs. Then run
 # the same benchmark command here without --search-only/--gt-only, --jobs and the devices: the searches are
 # complete and the ground truth cached, so it only measures latency (on this CPU) and judges.
 #
@@ -24,7 +25,6 @@ fi
 $PY -m pip install -q --no-deps --no-build-isolation -e . >/dev/null 2>&1 || export PYTHONPATH=$PWD:${PYTHONPATH:-}
 nvidia-smi -L
 t0=$(date +%s)
-cp benchmarks/results/ground_truth.jsonl "$OUT/ground_truth.before" 2>/dev/null
 MODE=--search-only
 if [ "${GT:-0}" = 1 ]; then
     MODE="--gt-only --gt-device cuda"

@@ -46,7 +46,8 @@ def env(tmp_path_factory):
 
 def _cli(env: Path, out: Path, *extra: str) -> list[str]:
     return ["search", "--space", str(env / "small.toml"), "--table", str(env / "small.json"), "--budget", BUDGET,
-            "--proxy-steps", "4", "--threads", "1", "--presets", "none", "--out", str(out), "--fidelity", "single", *extra]
+            "--proxy-steps", "4", "--threads", "1", "--presets", "none", "--out", str(out), "--fidelity", "single",
+            *extra]
 
 
 def _finished(study: optuna.Study) -> list[optuna.trial.FrozenTrial]:

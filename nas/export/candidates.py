@@ -69,12 +69,11 @@ def candidate_from_config(source: "ArchConfig | Mapping[str, Any] | str | Path",
     if isinstance(source, (str, Path)):
         p = Path(source)
         if p.suffix == ".json" or p.is_file():
-            prov["source"] = portable_source(str(p))  # no machine-local directories in a shared file
             with contextlib.suppress(OSError, ValueError):
                 doc = json.loads(p.read_text())
                 if isinstance(doc, dict) and isinstance(doc.get("provenance"), dict):
                     prov.update(doc["provenance"])  # re-exporting keeps the original provenance
-                    prov["source"] = portable_source(str(p))
+            prov["source"] = portable_source(str(p))  # this file, without machine-local directories
             stem = p.name.removesuffix(".json")
         else:
             prov["preset"] = cfg.name or str(source)

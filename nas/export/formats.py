@@ -209,8 +209,8 @@ def _record_figures(prov: dict[str, Any], cfg: ArchConfig, head: _Head, table: "
         t = load_table(table)
         pr = predict(cfg, t)
         prov.update(latency_ms=pr.latency_ms, latency_uncertainty_ms=pr.uncertainty_ms,
-                    table={"path": portable_source(str(table)), "sha256": hashlib.sha256(Path(table).read_bytes()).hexdigest(),
-                           "space_hash": t.space_hash, "identity": t.describe()})
+                    table={"path": portable_source(str(table)),
+                           "sha256": hashlib.sha256(Path(table).read_bytes()).hexdigest(), "space_hash": t.space_hash, "identity": t.describe()})
 
 
 def _graph_note(opset: int, dynamic_batch: bool) -> str:

@@ -151,7 +151,8 @@ def pareto_rank_order(done: Sequence["TrialRecord"]) -> list["TrialRecord"]:
     while left:
         layer = [r for r in left if not any(dominates(o, r) for o in left if o is not r)]
         layers.append(sorted(layer, key=lambda r: (-r.values[0], r.number)))  # type: ignore[index]
-        left = [r for r in left if all(r is not x for x in layer)]
+        taken = {id(r) for r in layer}
+        left = [r for r in left if id(r) not in taken]
     return [r for layer in layers for r in layer]
 
 
