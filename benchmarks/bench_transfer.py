@@ -13,13 +13,15 @@ In one run, on this machine:
    (ratio x its probe time).
 
 Reported for the transfer, the full build and the untransferred shipped table: % within +-5 %, MAPE, Kendall
-tau; the curve (networks timed vs held-out % within +-5 %) for 5, 10, 20, 40 networks, and every correction
+tau; the ceiling of that % on this machine (``repeat_within_5_pct``: how often a held-out network timed again
+lands within +-5 % of its other timings; where it is below the goal, the goal cannot be judged here); the curve (networks timed vs held-out % within +-5 %) for 5, 10, 20, 40 networks, and every correction
 model forced at the transfer's network count. Results: benchmarks/results/bench_transfer.json, with the load
 average (os.getloadavg()) at each phase.
 
 Pause the background ground-truth training while it runs (see /tmp/work or the report for the wrapper):
 
     python benchmarks/bench_transfer.py [--samples 50] [--nets 40] [--out benchmarks/results/bench_transfer.json]
+    python benchmarks/bench_transfer.py --rejudge RESULT.json   # add the ceiling to an older result
 """
 
 from __future__ import annotations
@@ -74,6 +76,34 @@ def _pass_std(passes: list[list[dict[str, Any]]]) -> float | None:
     return round(statistics.fmean(cvs), 2)
 
 
+def repeatability(passes: list[list[float]]) -> float | None:
+    """How often the tool's own timing of a network lands within +-5 % of its other timings: each pass's ratio
+    against the mean of the other passes' ratios, in % of (networks x passes). The ceiling of ``within_5_pct``
+    for any table on this machine: where a network timed again is itself outside +-5 % that often, no table's
+    prediction can be judged to +-5 % (Session 10: 50-63 % on a contended EPYC, 95-98 % on the quiet Xeon)."""
+    if len(passes) < 2:
+        return None
+    hits = total = 0
+    for k, mine in enumerate(passes):
+        for i, x in enumerate(mine):
+            others = [p[i] for j, p in enumerate(passes) if j != k]
+            hits += abs(x / (sum(others) / len(others)) - 1.0) <= 0.05
+            total += 1
+    return round(100.0 * hits / total, 1)
+
+
+def rejudge(path: str) -> int:
+    """Add the repeatability ceiling to a stored result (from its passes' ratios) and print it."""
+    doc = json.loads(Path(path).read_text())
+    rep = {sid: repeatability([list(x) for x in zip(*[r["pass_ratios"] for r in rows])])
+           for sid, rows in doc["heldout_nets"].items()}
+    doc["log"]["heldout"]["repeat_within_5_pct"] = rep
+    Path(path).write_text(json.dumps(doc, indent=2) + "\n")
+    for sid, v in rep.items():
+        print(f"{sid.split(':')[0]}: a repeat timing within ±5 % of the others in {v} % of cases")
+    return 0
+
+
 def _forced(shipped: Any, table: Any, model: str) -> Any:
     """The transferred table with ``model`` forced instead of the chosen one."""
     from nas.latency.transfer import _new_entries
@@ -112,7 +142,11 @@ def main() -> int:
     ap.add_argument("--budget", type=float, default=None, help="transfer time budget (default: the library's)")
     ap.add_argument("--full", default=None, help="use this table as the full build (a dry run of the rest)")
     ap.add_argument("--out", default=str(REPO / "benchmarks" / "results" / "bench_transfer.json"))
+    ap.add_argument("--rejudge", default=None, metavar="RESULT",
+                    help="only add the repeatability ceiling to a stored result file (no timing)")
     args = ap.parse_args()
+    if args.rejudge:
+        return rejudge(args.rejudge)
 
     from nas.backends import get_backend
     from nas.latency import load_table
@@ -165,7 +199,9 @@ def main() -> int:
     meas = of(moved)
     log["heldout"] = {"networks": len(held), "seed": args.seed, "passes": args.passes,
                       "seconds": round(time.time() - t, 1), "probes": sorted(meas_by), "load_after": _load(),
-                      "pass_to_pass_std_pct": {sid: _pass_std(ps) for sid, ps in passes_by.items()}}
+                      "pass_to_pass_std_pct": {sid: _pass_std(ps) for sid, ps in passes_by.items()},
+                      "repeat_within_5_pct": {sid: repeatability([[r["ratio"] for r in p] for p in ps])
+                                              for sid, ps in passes_by.items()}}
 
     res: dict[str, Any] = {"transfer": _figures(moved, held, meas), "full_build": _figures(full, held, of(full)),
                            "shipped_untransferred": _figures(shipped, held, of(shipped))}
@@ -188,7 +224,8 @@ def main() -> int:
                           "within_5_pct": res["transfer"]["within_5_pct"], "goal_within_5_pct": GOAL_WITHIN_5,
                           "pass": ok},
            "heldout_nets": {sid: [{"config": c.to_string(), **m} for c, m in zip(held, ms)]
-                            for sid, ms in meas_by.items()}}
+                            for sid, ms in meas_by.items()},
+           "transfer_order_nets": rows}
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(doc, indent=2) + "\n")
     for name, f in (("transfer", res["transfer"]), ("full build", res["full_build"]),
@@ -198,6 +235,9 @@ def main() -> int:
     for c in res["curve"]:
         print(f"  curve: {c['networks']:>2} networks ({c['model']}): within ±5 % {c['within_5_pct']:.1f} %, "
               f"MAPE {c['mape_pct']:.2f} %")
+    for sid, v in log["heldout"]["repeat_within_5_pct"].items():
+        print(f"ceiling ({sid.split(':')[0]}): a network timed again lands within ±5 % of its other timings in "
+              f"{v} % of cases")
     print(f"transfer {log['transfer']['seconds']:.0f} s ({log['transfer']['networks']} networks); "
           f"acceptance {'PASS' if ok else 'FAIL'}; load {log['load_start']} -> {log['load_end']}")
     return 0

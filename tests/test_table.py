@@ -148,6 +148,33 @@ def test_validate_stores_figures(built, tmp_path):
     with pytest.raises(UsageError) as few:
         validate_table(t, get_backend("cpu"), samples=1)
     assert few.value.field == "samples"
+    assert fig["passes"] == 1 and fig["repeat_within_5_pct"] is None  # one pass: no repeatability to report
+    with pytest.raises(UsageError) as none:
+        validate_table(t, get_backend("cpu"), samples=2, passes=0)
+    assert none.value.field == "passes"
+
+
+def test_validate_with_passes_compares_median_timings_and_reports_repeatability(built, tmp_path):
+    """Every network timed twice (real onnxruntime): its median-ratio timing is compared, every pass's ratio is
+    kept, and the machine's repeatability is a share of timings and a spread."""
+    table, out = built
+    copy = tmp_path / "v2.json"
+    copy.write_text(out.read_text())
+    fig = validate_table(load_table(copy), get_backend("cpu"), samples=3, seed=2, passes=2, save=False)
+    assert fig["passes"] == 2 and 0.0 <= fig["repeat_within_5_pct"] <= 100.0 and fig["pass_to_pass_std_pct"] >= 0
+    for n in fig["nets"]:
+        assert len(n["pass_ratios"]) == 2 and n["ratio"] == min(n["pass_ratios"])  # lower middle of two
+
+
+def test_repeatability_counts_each_timing_against_the_others():
+    from nas.latency.validate import repeatability
+
+    rows = lambda *xs: [{"ratio": x} for x in xs]  # noqa: E731
+    # network 1: 1.00, 1.02, 1.01 (all within 5 % of the others' mean); network 2: 1.0, 1.0, 1.2 (the 1.2 is
+    # 20 % over the others' mean, each 1.0 is 9 % under theirs): 3 + 0 of 6
+    rep = repeatability([rows(1.00, 1.02, 1.01), rows(1.0, 1.0, 1.2)])
+    assert rep["repeat_within_5_pct"] == 50.0 and rep["pass_to_pass_std_pct"] > 0
+    assert repeatability([rows(1.0), rows(2.0)])["repeat_within_5_pct"] is None
 
 
 def test_kendall_tau():

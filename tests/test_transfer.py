@@ -112,6 +112,9 @@ def test_cli_validate_table_warns_validates_here_and_does_not_save(source, tmp_p
     copy.write_text(source.read_text())
     assert main(["validate-table", str(copy), "--strict", "--samples", "2"]) == 2
     capsys.readouterr()
+    assert main(["validate-table", str(copy), "--samples", "2", "--passes", "0"]) == 2
+    err = capsys.readouterr().err
+    assert "--passes 0" in err and "Traceback" not in err and len(err.strip().splitlines()) == 1
     assert main(["validate-table", str(copy), "--samples", "2", "--json"]) == 0
     res = capsys.readouterr()
     assert json.loads(res.out)["table_mismatch"] and "nas: warning:" in res.err

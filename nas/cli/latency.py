@@ -75,6 +75,9 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     v.add_argument("table", help="latency table file")
     v.add_argument("--samples", type=int, default=50, help="random networks to time (default 50)")
     v.add_argument("--seed", type=int, default=0)
+    v.add_argument("--passes", type=int, default=1,
+                   help="time every network N times, pass after pass: compares each network's median timing and "
+                        "reports how repeatable this machine's timings are (the ceiling of 'within ±5 %%')")
     v.add_argument("--space", default=None, help="the table's space file (default: the copy stored in the table)")
     v.add_argument("--rescale", choices=["window", "paired", "none"], default=None,
                    help="switch the table's rescale mode (stored in the table) before validating")
@@ -261,6 +264,8 @@ def cmd_validate(args: argparse.Namespace) -> int:
         space = load_space(args.space)
     if args.samples < 2:
         raise UsageError(f"samples {args.samples}: need at least 2 networks to rank", field="samples")
+    if args.passes < 1:
+        raise UsageError(f"--passes {args.passes}: time every network at least once (1 or more)", field="passes")
     mismatch = check_table_use(table, strict=args.strict)
     if args.rescale:
         table.set_rescale(args.rescale)
@@ -274,7 +279,7 @@ def cmd_validate(args: argparse.Namespace) -> int:
                           token=_token(args), runtime=None if args.remote else runtime)
     with _progress() as progress:
         fig = validate_table(table, backend, samples=args.samples, seed=args.seed, space=space, progress=progress,
-                             save=not args.no_save, allow_mismatch=bool(mismatch))
+                             save=not args.no_save, allow_mismatch=bool(mismatch), passes=args.passes)
     if args.plot:
         plot_validation(fig, Path(args.plot), title=table.describe())
     if args.json:
@@ -291,6 +296,11 @@ def cmd_validate(args: argparse.Namespace) -> int:
     c.print(f"  Kendall τ predicted vs measured {fig['kendall_tau']:.3f}   (MACs vs measured {fig['kendall_tau_macs']:.3f})")
     c.print(f"  drift: machine {fig['drift_pct']:+.1f} % vs build (reference probe), {fig['build_drift_pct']:.1f} % "
             f"during the build; rescale mode {fig['rescale']}")
+    if fig.get("repeat_within_5_pct") is not None:
+        rep = fig["repeat_within_5_pct"]
+        c.print(f"  repeatability ({fig['passes']} passes): a network timed again landed within ±5 % of its other "
+                f"timings in {rep:.0f} % of cases (pass-to-pass std {fig['pass_to_pass_std_pct']:.1f} %)"
+                + ("" if rep >= 85 else "; [yellow]this machine cannot judge a table to ±5 % now[/]"))
     for mode, m in fig["modes"].items():
         c.print(f"    rescale={mode:<7} MAPE {m['mape_pct']:.2f} %, ±5 %: {m['within_5_pct']:.0f} %, ±10 %: "
                 f"{m['within_10_pct']:.0f} %, τ {m['kendall_tau']:.3f}, MACs τ {m['kendall_tau_macs']:.3f}")
