@@ -56,7 +56,8 @@ def _export(args: list[str], capsys) -> tuple[int, dict]:
 def test_every_pareto_trial_of_a_real_search_exports_in_all_formats(tiny, tmp_path, capsys):
     study = open_study(study=STUDY, storage=tiny.url)
     front = sorted(pareto_records(study), key=lambda r: r.number)
-    rc, doc = _export(["--study", STUDY, "--storage", tiny.url, "--pareto", "--out", str(tmp_path)], capsys)
+    rc, doc = _export(["--study", STUDY, "--storage", tiny.url, "--pareto", "--out", str(tmp_path),
+                       "--dynamic-batch"], capsys)
     assert rc == 0
     exports = doc["exports"]
     assert front and [e["provenance"]["trial"] for e in exports] == [r.number for r in front]
@@ -79,6 +80,7 @@ def test_every_pareto_trial_of_a_real_search_exports_in_all_formats(tiny, tmp_pa
         assert prov["num_classes"] == prov["search_num_classes"] == num_classes  # the study's head by default
         assert prov["search_seed"] == 0 and prov["nas_version"] == nas.__version__ and prov["exported_at"]
         assert prov["onnx_check"]["opset"] == nas.export.ONNX_OPSET  # the latency tables' opset (test_onnx_export)
+        assert prov["onnx_check"]["dynamic_batch"] and prov["onnx_check"]["batches_checked"] == [1, 2]
         assert prov["onnx_check"]["measured"]["on"]["threads"] == 1
         assert prov["params"] == sum(p.numel() for p in nas.build_model(e["files"]["json"], num_classes).parameters())
         _same_function(e["files"])
@@ -86,17 +88,19 @@ def test_every_pareto_trial_of_a_real_search_exports_in_all_formats(tiny, tmp_pa
 
 
 def _same_function(files: dict[str, str]) -> None:
-    """pt, TorchScript and ONNX (dynamic batch, a fresh onnxruntime session) compute the same function."""
+    """pt, TorchScript and ONNX (a fresh onnxruntime session; batch 3 where its batch axis is dynamic, else the
+    file's static batch) compute the same function."""
     import onnxruntime as ort
 
     from nas.export import load_checkpoint
 
     model = load_checkpoint(files["pt"])
     scripted = torch.jit.load(files["torchscript"])
-    x = torch.randn(3, 3, 32, 32)
+    sess = ort.InferenceSession(files["onnx"], providers=["CPUExecutionProvider"])
+    batch = sess.get_inputs()[0].shape[0]
+    x = torch.randn(batch if isinstance(batch, int) else 3, 3, 32, 32)
     with torch.no_grad():
         assert torch.allclose(model(x), scripted(x), atol=1e-5)
-    sess = ort.InferenceSession(files["onnx"], providers=["CPUExecutionProvider"])
     (y,) = sess.run(None, {"input": x.numpy()})
     with torch.no_grad():
         assert float(abs(y - model(x).numpy()).max()) <= 1e-4

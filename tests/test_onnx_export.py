@@ -68,8 +68,9 @@ def test_tables_agent_and_export_use_one_exporter():
     assert ONNX_OPSET == OPSET and [(o.domain, o.version) for o in m.opset_import] == [("", OPSET)]
     assert [i.name for i in m.graph.input] == [INPUT_NAME] and [o.name for o in m.graph.output] == [OUTPUT_NAME]
 
-    # What `nas export` ships by default: the same graph up to the symbolic batch axis.
-    shipped = _graph(export_onnx_bytes(model, input_shape=shape), batch_as=1)
+    assert export_onnx_bytes(model, input_shape=shape) == table_graph  # what `nas export` ships by default
+    # With --dynamic-batch: the same graph up to the symbolic batch axis.
+    shipped = _graph(export_onnx_bytes(model, input_shape=shape, dynamic_batch=True), batch_as=1)
     assert shipped.graph.input[0].type.tensor_type.shape.dim[0].dim_value == 1
     assert shipped.graph.node == m.graph.node and shipped.graph.initializer == m.graph.initializer
     assert shipped.graph.input == m.graph.input and shipped.graph.output == m.graph.output
@@ -79,12 +80,12 @@ def test_the_exported_file_is_the_tables_graph(tmp_path):
     cfg = tiny_config()
     table_graph = OnnxRuntimeBackend(device="cpu", threads=1, batch=1).portable(seeded_model(cfg),
                                                                                   input_shape=(3, 32, 32))
-    static = export_candidate(cfg, out_dir=tmp_path / "static", formats="onnx", num_classes=10, measure=False,
-                              dynamic_batch=False)
+    static = export_candidate(cfg, out_dir=tmp_path / "static", formats="onnx", num_classes=10, measure=False)
     assert open(static.files["onnx"], "rb").read() == table_graph
     assert static.provenance["onnx_check"]["graph"] == "the latency tables' graph"
     assert static.provenance["onnx_check"]["batches_checked"] == [1]
-    dyn = export_candidate(cfg, out_dir=tmp_path / "dyn", formats="onnx", num_classes=10, measure=False)
+    dyn = export_candidate(cfg, out_dir=tmp_path / "dyn", formats="onnx", num_classes=10, measure=False,
+                           dynamic_batch=True)
     data = open(dyn.files["onnx"], "rb").read()
     assert data == export_onnx(seeded_model(cfg), input_shape=(1, 3, 32, 32), dynamic_batch=True)
     assert dyn.provenance["onnx_check"]["batches_checked"] == [1, 2] and dyn.provenance["onnx_check"]["dynamic_batch"]

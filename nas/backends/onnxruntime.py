@@ -33,12 +33,13 @@ __all__ = ["OPSET", "INPUT_NAME", "OUTPUT_NAME", "OnnxRuntimeBackend", "OrtRunne
 # * opset 17: for every preset, opset 13 and 17 graphs differ only in Reshape's explicit ``allowzero=0`` (the
 #   default) and ORT's optimised graphs are node for node the same (169 nodes for 1.0x), so the opset does not
 #   change latency; 17 is the opset the shipped table was timed at (its graphs and numbers stay as they are).
-# * static batch for tables and agent requests: the table is per batch size, the agent refuses inputs without
-#   the declared static shape, and with a dynamic axis ORT cannot fold the channel shuffle's 16
-#   Shape -> Slice -> Concat chains (233 nodes after optimisation instead of 169 for 1.0x). `nas export` ships
-#   ``dynamic_batch=True`` (deployments run batches): the same nodes otherwise, +0.3 to +2.1 % of latency at
-#   batch 1 for presets 0.5x-2.0x (median of 30 interleaved rounds in 3 rotated orders; opset 13 vs 17:
-#   -0.6 to +0.9 %, noise), which export's measured / predicted ratio includes (it times the file it writes).
+# * static batch for tables, agent requests and `nas export`: the table is per batch size, the agent refuses
+#   inputs without the declared static shape, and with a dynamic axis ORT cannot fold the channel shuffle's 16
+#   Shape -> Slice -> Concat chains (233 nodes after optimisation instead of 169 for 1.0x): +1.1 to +3.8 % of
+#   latency at batch 1 for presets 0.5x-2.0x on a quiet EPYC VM (Session 10, export_variants_s10.json; +0.3 to
+#   +2.1 % under load in Session 3; median of 30 interleaved rounds in 3 rotated orders; opset 13 vs 17: -1.5
+#   to +0.9 %, noise). So `nas export` ships the static graph the table timed, byte for byte, and
+#   ``dynamic_batch=True`` (`nas export --dynamic-batch`) is for batched deployments, its cost in the ratio.
 # * names ``input`` and ``logits``: the names `nas export` has always shipped (users' code runs
 #   ``session.run(["logits"], ...)``); names do not change the timed graph.
 OPSET = 17

@@ -3,11 +3,12 @@
 
 * **ONNX**: written by the one exporter the latency tables and the board agent use
   (:func:`nas.backends.onnxruntime.export_onnx`: opset :data:`ONNX_OPSET` = 17, input ``input``, output
-  ``logits``; the measured reasons are beside the exporter's constants). ``nas export`` ships it with a dynamic
-  batch axis (deployments run batches) and otherwise node for node the graph a table times at batch 1
-  (``dynamic_batch=False``: byte for byte); the axis leaves 64 small shape ops ORT does not fold, +0.3 to
-  +2.1 % of latency at batch 1 for presets 0.5x-2.0x (benchmarks/bench_export_paired.py), and export times
-  the file it writes, so its measured / predicted ratio includes them. ``opset=13`` (older converters) gives
+  ``logits``; the measured reasons are beside the exporter's constants). ``nas export`` ships, byte for byte,
+  the static graph a table times (so the table's prediction is for the file shipped); ``--dynamic-batch``
+  (``dynamic_batch=True``) adds a symbolic batch axis for batched deployments, otherwise node for node the same
+  graph, but the axis leaves 64 small shape ops ORT does not fold: +1.1 to +3.8 % of latency at batch 1 for
+  presets 0.5x-2.0x on a quiet EPYC VM (Session 10; +0.3 to +2.1 % under load in Session 3:
+  benchmarks/bench_export_paired.py), which export's measured / predicted ratio then includes. ``opset=13`` (older converters) gives
   the same graph up to Reshape's explicit default ``allowzero=0`` and the same ORT-optimised graph.
   Checked on the spot: the onnxruntime output (full graph optimisation, as deployed) matches PyTorch's in eval
   mode on random input (batch 1, and batch 2 with a dynamic batch axis; max abs diff <= :data:`ONNX_TOLERANCE`).
@@ -50,15 +51,15 @@ def _quiet() -> Iterator[None]:
 
 
 def export_onnx_bytes(model: "nn.Module", *, input_shape: Sequence[int], opset: int = ONNX_OPSET,
-                      dynamic_batch: bool = True) -> bytes:
+                      dynamic_batch: bool = False) -> bytes:
     """Serialize ``model`` (eval mode) with the tables' exporter (:func:`nas.backends.onnxruntime.export_onnx`).
 
     Args:
         model: the network.
         input_shape: the full NCHW input shape (batch 1 for a latency table's batch-1 graph).
         opset: ONNX opset (default :data:`ONNX_OPSET`, the tables').
-        dynamic_batch: a symbolic batch axis (default, what ``nas export`` ships); False: the static graph the
-            tables time, byte for byte.
+        dynamic_batch: a symbolic batch axis (``nas export --dynamic-batch``); default False: the static graph
+            the tables time, byte for byte (what ``nas export`` ships).
 
     Returns:
         The ONNX bytes (input ``input``, output ``logits``).

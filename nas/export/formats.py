@@ -273,7 +273,7 @@ def export(candidate: Candidate, *, out_dir: "str | Path", formats: Sequence[str
            num_classes: int = DEFAULT_NUM_CLASSES, in_channels: int = 3,
            stem: Literal["imagenet", "cifar"] = "imagenet", weights: "str | Path | None" = None,
            opset: int = ONNX_OPSET, measure: bool = True, table: "str | Path | None" = None, seed: int = 0,
-           measure_settings: "MeasureSettings | None" = None, dynamic_batch: bool = True) -> ExportResult:
+           measure_settings: "MeasureSettings | None" = None, dynamic_batch: bool = False) -> ExportResult:
     """Write ``candidate`` in ``formats`` under ``out_dir`` and check each binary format.
 
     Args:
@@ -291,8 +291,9 @@ def export(candidate: Candidate, *, out_dir: "str | Path", formats: Sequence[str
             whose reference speed the measurement is put on (default: the study's table, when its file exists).
         seed: seeds the weight initialisation.
         measure_settings: the timing protocol (default: the tables' whole-network protocol).
-        dynamic_batch: a symbolic batch axis (default): the tables' graph up to the batch axis, which deployments
-            need; False ships the tables' static batch-1 graph byte for byte (see :mod:`nas.export.checks`).
+        dynamic_batch: a symbolic batch axis, which batched deployments need: the tables' graph up to the
+            batch axis, +1 to +4 % of latency at batch 1. Default False: the static batch-1 graph the latency
+            tables time, byte for byte, so the prediction is for the file shipped (see :mod:`nas.export.checks`).
 
     Returns:
         An :class:`ExportResult`.
@@ -325,7 +326,7 @@ def export_candidate(source: "Candidate | TrialRecord | int | ArchConfig | Mappi
                      stem: Literal["imagenet", "cifar"] = "imagenet", weights: "str | Path | None" = None,
                      opset: int = ONNX_OPSET, measure: bool = True, table: "str | Path | None" = None,
                      seed: int = 0, measure_settings: "MeasureSettings | None" = None,
-                     dynamic_batch: bool = True) -> ExportResult:
+                     dynamic_batch: bool = False) -> ExportResult:
     """Export one network, a search trial or a config, in ``formats``: the Python entry point of ``nas export``.
 
     Args:
