@@ -76,27 +76,19 @@ def _pass_std(passes: list[list[dict[str, Any]]]) -> float | None:
     return round(statistics.fmean(cvs), 2)
 
 
-def repeatability(passes: list[list[float]]) -> float | None:
-    """How often the tool's own timing of a network lands within +-5 % of its other timings: each pass's ratio
-    against the mean of the other passes' ratios, in % of (networks x passes). The ceiling of ``within_5_pct``
-    for any table on this machine: where a network timed again is itself outside +-5 % that often, no table's
-    prediction can be judged to +-5 % (Session 10: 50-63 % on a contended EPYC, 95-98 % on the quiet Xeon)."""
-    if len(passes) < 2:
-        return None
-    hits = total = 0
-    for k, mine in enumerate(passes):
-        for i, x in enumerate(mine):
-            others = [p[i] for j, p in enumerate(passes) if j != k]
-            hits += abs(x / (sum(others) / len(others)) - 1.0) <= 0.05
-            total += 1
-    return round(100.0 * hits / total, 1)
+def _ceiling(per_network: list[list[float]]) -> float | None:
+    """:func:`nas.latency.validate.repeatability` of each network's ratios (one list per network): how often a
+    network timed again lands within +-5 % of its other timings, the ceiling of ``within_5_pct`` on this machine
+    (Session 10: 50-65 % on contended EPYCs, 92-98 % on the quiet ones)."""
+    from nas.latency.validate import repeatability
+
+    return repeatability([[{"ratio": x} for x in xs] for xs in per_network])["repeat_within_5_pct"]
 
 
 def rejudge(path: str) -> int:
     """Add the repeatability ceiling to a stored result (from its passes' ratios) and print it."""
     doc = json.loads(Path(path).read_text())
-    rep = {sid: repeatability([list(x) for x in zip(*[r["pass_ratios"] for r in rows])])
-           for sid, rows in doc["heldout_nets"].items()}
+    rep = {sid: _ceiling([r["pass_ratios"] for r in rows]) for sid, rows in doc["heldout_nets"].items()}
     doc["log"]["heldout"]["repeat_within_5_pct"] = rep
     Path(path).write_text(json.dumps(doc, indent=2) + "\n")
     for sid, v in rep.items():
@@ -200,7 +192,7 @@ def main() -> int:
     log["heldout"] = {"networks": len(held), "seed": args.seed, "passes": args.passes,
                       "seconds": round(time.time() - t, 1), "probes": sorted(meas_by), "load_after": _load(),
                       "pass_to_pass_std_pct": {sid: _pass_std(ps) for sid, ps in passes_by.items()},
-                      "repeat_within_5_pct": {sid: repeatability([[r["ratio"] for r in p] for p in ps])
+                      "repeat_within_5_pct": {sid: _ceiling([[r["ratio"] for r in net] for net in zip(*ps)])
                                               for sid, ps in passes_by.items()}}
 
     res: dict[str, Any] = {"transfer": _figures(moved, held, meas), "full_build": _figures(full, held, of(full)),
