@@ -387,8 +387,8 @@ def test_calibration_is_used_as_stored_and_refitted_only_when_asked(built, tmp_p
     old.write_text(json.dumps(doc))
     again = load_table(old).calibration
     assert again["model"] == fitted["model"]
-    for k in ("scale", "per_block_ms"):
-        assert again[k] == pytest.approx(fitted[k], rel=1e-5, abs=1e-9)
+    for k in ("scale", "per_block_ms"):  # both stored rounded to 6 decimals: equal to +-1e-6, plus the refit's
+        assert again[k] == pytest.approx(fitted[k], rel=1e-5, abs=2e-6)  # entries at 6 significant digits
 
 
 def test_tiny_table_predicts_real_networks_within_a_factor_of_two(built):
@@ -398,9 +398,11 @@ def test_tiny_table_predicts_real_networks_within_a_factor_of_two(built):
     sum, calibration or rescaling is off by more than that; load from other processes cancels in the pairing
     (seen here: predicted / measured 0.90-1.12). 40 %, not 20 %: on the 2026-12-03 EPYC VM one paired time of
     a tiny network varied 12.8 % (std) over 5 minutes (benchmarks/bench_probe.py), so two networks 20 % apart
-    were misordered by the measurement itself under load."""
+    were misordered by the measurement itself under load. Each network is timed in 3 passes and its median
+    timing judged: on the contended 2026-12-04 EPYC (family 25 model 1) single timings misordered 2 of 6 such
+    pairs."""
     table, _ = built
-    fig = validate_table(table, get_backend("cpu"), samples=8, seed=3, save=False)
+    fig = validate_table(table, get_backend("cpu"), samples=8, seed=3, save=False, passes=3)
     ratios = [n["predicted_ms"] / n["ms"] for n in fig["nets"]]
     assert all(0.5 < r < 2.0 for r in ratios), ratios
     nets = list({n["config"]: n for n in fig["nets"]}.values())  # a tiny space draws repeats
