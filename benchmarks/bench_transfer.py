@@ -14,7 +14,8 @@ In one run, on this machine:
 
 Reported for the transfer, the full build and the untransferred shipped table: % within +-5 %, MAPE, Kendall
 tau; the ceiling of that % on this machine (``repeat_within_5_pct``: how often a held-out network timed again
-lands within +-5 % of its other timings; where it is below the goal, the goal cannot be judged here); the curve (networks timed vs held-out % within +-5 %) for 5, 10, 20, 40 networks, and every correction
+lands within +-5 % of its other timings; where it is below the goal, the goal cannot be judged here); the curve
+(networks timed vs held-out % within +-5 %) for 5, 10, 20, 40 networks, and every correction
 model forced at the transfer's network count. Results: benchmarks/results/bench_transfer.json, with the load
 average (os.getloadavg()) at each phase.
 
@@ -57,38 +58,27 @@ def _figures(table: Any, configs: list[Any], rows: list[dict[str, Any]]) -> dict
 
 
 def _median_row(rows: list[dict[str, Any]]) -> dict[str, Any]:
-    """One network's passes: the row of the median ratio (the lower middle one for an even count), with every
-    pass's ratio kept."""
-    ordered = sorted(rows, key=lambda r: r["ratio"])
-    return {**ordered[(len(ordered) - 1) // 2], "pass_ratios": [r["ratio"] for r in rows]}
+    """One network's passes: validate-table's median-ratio timing, with every pass's ratio kept (one pass too)."""
+    from nas.latency.validate import median_timing
+
+    return {**median_timing(rows), "pass_ratios": [r["ratio"] for r in rows]}
 
 
-def _pass_std(passes: list[list[dict[str, Any]]]) -> float | None:
-    """Mean over networks of the std/mean (%) of one network's ratio across passes."""
-    import statistics
-
-    if len(passes) < 2:
-        return None
-    cvs = []
-    for i in range(len(passes[0])):
-        xs = [p[i]["ratio"] for p in passes]
-        cvs.append(100.0 * statistics.pstdev(xs) / statistics.fmean(xs))
-    return round(statistics.fmean(cvs), 2)
-
-
-def _ceiling(per_network: list[list[float]]) -> float | None:
-    """:func:`nas.latency.validate.repeatability` of each network's ratios (one list per network): how often a
-    network timed again lands within +-5 % of its other timings, the ceiling of ``within_5_pct`` on this machine
-    (Session 10: 50-65 % on contended EPYCs, 92-98 % on the quiet ones)."""
+def _spread(per_network: list[list[float]]) -> dict[str, Any]:
+    """:func:`nas.latency.validate.repeatability` of each network's ratios (one list per network):
+    ``pass_to_pass_std_pct`` and ``repeat_within_5_pct``, how often a network timed again lands within +-5 % of
+    its other timings, the ceiling of ``within_5_pct`` on this machine (Session 10: 50-65 % on contended EPYCs,
+    92-98 % on the quiet ones)."""
     from nas.latency.validate import repeatability
 
-    return repeatability([[{"ratio": x} for x in xs] for xs in per_network])["repeat_within_5_pct"]
+    return repeatability([[{"ratio": x} for x in xs] for xs in per_network])
 
 
 def rejudge(path: str) -> int:
     """Add the repeatability ceiling to a stored result (from its passes' ratios) and print it."""
     doc = json.loads(Path(path).read_text())
-    rep = {sid: _ceiling([r["pass_ratios"] for r in rows]) for sid, rows in doc["heldout_nets"].items()}
+    rep = {sid: _spread([r["pass_ratios"] for r in rows])["repeat_within_5_pct"]
+           for sid, rows in doc["heldout_nets"].items()}
     doc["log"]["heldout"]["repeat_within_5_pct"] = rep
     Path(path).write_text(json.dumps(doc, indent=2) + "\n")
     for sid, v in rep.items():
@@ -189,11 +179,11 @@ def main() -> int:
     meas_by = {sid: [_median_row([p[i] for p in ps]) for i in range(len(held))] for sid, ps in passes_by.items()}
     of = lambda tab: meas_by[check_probe(tab).id]  # noqa: E731
     meas = of(moved)
+    spread = {sid: _spread([[r["ratio"] for r in net] for net in zip(*ps)]) for sid, ps in passes_by.items()}
     log["heldout"] = {"networks": len(held), "seed": args.seed, "passes": args.passes,
                       "seconds": round(time.time() - t, 1), "probes": sorted(meas_by), "load_after": _load(),
-                      "pass_to_pass_std_pct": {sid: _pass_std(ps) for sid, ps in passes_by.items()},
-                      "repeat_within_5_pct": {sid: _ceiling([[r["ratio"] for r in net] for net in zip(*ps)])
-                                              for sid, ps in passes_by.items()}}
+                      **{k: {sid: s[k] for sid, s in spread.items()}
+                         for k in ("pass_to_pass_std_pct", "repeat_within_5_pct")}}
 
     res: dict[str, Any] = {"transfer": _figures(moved, held, meas), "full_build": _figures(full, held, of(full)),
                            "shipped_untransferred": _figures(shipped, held, of(shipped))}

@@ -255,6 +255,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
 def cmd_validate(args: argparse.Namespace) -> int:
     from nas.backends import get_backend
     from nas.latency import load_table, plot_validation, validate_table
+    from nas.latency.validate import REPEATABLE_PCT
 
     table = load_table(args.table)
     space = None
@@ -300,7 +301,7 @@ def cmd_validate(args: argparse.Namespace) -> int:
         rep = fig["repeat_within_5_pct"]
         c.print(f"  repeatability ({fig['passes']} passes): a network timed again landed within ±5 % of its other "
                 f"timings in {rep:.0f} % of cases (pass-to-pass std {fig['pass_to_pass_std_pct']:.1f} %)"
-                + ("" if rep >= 85 else "; [yellow]this machine cannot judge a table to ±5 % now[/]"))
+                + ("" if rep >= REPEATABLE_PCT else "; [yellow]this machine cannot judge a table to ±5 % now[/]"))
     for mode, m in fig["modes"].items():
         c.print(f"    rescale={mode:<7} MAPE {m['mape_pct']:.2f} %, ±5 %: {m['within_5_pct']:.0f} %, ±10 %: "
                 f"{m['within_10_pct']:.0f} %, τ {m['kendall_tau']:.3f}, MACs τ {m['kendall_tau_macs']:.3f}")
