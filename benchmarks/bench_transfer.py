@@ -4,7 +4,8 @@ In one run, on this machine:
 
 1. a FULL build of the default space (11-14 min; resumable and cached in runs/bench_transfer/full.json, so a
    rerun reuses it: delete the file to rebuild);
-2. the transfer of the shipped table, timed (the goal: <= 180 s), with the library's defaults;
+2. the transfer of the shipped table, timed (the goal: <= 180 s), with the library's defaults (networks, then
+   blocks: nas.latency.transfer_blocks);
 3. more networks in the transfer's order up to 40, for the trade-off curve (not counted in the transfer time);
 4. 50 held-out random networks (seed 0, validate-table's default draws), each timed end to end in interleaved
    rounds with the reference probe (nas.latency.measure.measure_network, as validate-table does), in
@@ -15,7 +16,8 @@ In one run, on this machine:
 Reported for the transfer, the full build and the untransferred shipped table: % within +-5 %, MAPE, Kendall
 tau; the ceiling of that % on this machine (``repeat_within_5_pct``: how often a held-out network timed again
 lands within +-5 % of its other timings; where it is below the goal, the goal cannot be judged here); the curve
-(networks timed vs held-out % within +-5 %) for 5, 10, 20, 40 networks, and every correction
+(networks timed vs held-out % within +-5 %) for 5, 10, 20, 40 networks, each with the transfer's blocks and
+without them (``transfer_without_blocks``: the transfer's own networks alone), and every correction
 model forced at the transfer's network count. Results: benchmarks/results/bench_transfer.json, with the load
 average (os.getloadavg()) at each phase.
 
@@ -87,14 +89,21 @@ def rejudge(path: str) -> int:
 
 
 def _forced(shipped: Any, table: Any, model: str) -> Any:
-    """The transferred table with ``model`` forced instead of the chosen one."""
-    from nas.latency.transfer import _new_entries
+    """The transferred table with ``model`` forced instead of the chosen one (on the same base: the shipped
+    entries, or those corrected by the transfer's blocks where it used them)."""
+    from nas.latency.transfer import _new_entries, recorded_blocks
+    from nas.latency.transfer_blocks import block_correction, corrected_source
     from nas.latency.transfer_fit import TransferFit
 
     fit = TransferFit(model=model, coef=dict(table.transfer["models"][model]["coef"]), models={}, loo_errors_pct=[])
+    base = shipped
+    if table.transfer.get("blocks", {}).get("used"):
+        ref = table.probe["ref_ms"]
+        base = corrected_source(shipped, block_correction(
+            shipped, {e.key.id: e.ratio * ref for e in recorded_blocks(table, shipped)}))
     t = copy.deepcopy(table)
     t.path = None
-    t.entries, per_call = _new_entries(shipped, fit, t.probe["ref_ms"], t.entries[next(iter(t.entries))].t)
+    t.entries, per_call = _new_entries(base, fit, t.probe["ref_ms"], t.entries[next(iter(t.entries))].t)
     t.calibration = {**t.calibration, "per_block_ms": per_call}
     t.refresh()
     return t
@@ -135,7 +144,8 @@ def main() -> int:
     from nas.latency.measure import measure_network
     from nas.latency.prediction import check_probe
     from nas.latency.probe import portable_probe
-    from nas.latency.transfer import time_transfer_networks, transfer_configs, transfer_table, transferred_table
+    from nas.latency.transfer import (recorded_blocks, time_transfer_networks, transfer_configs, transfer_table,
+                                      transferred_table)
 
     log: dict[str, Any] = {"load_start": _load(), "started": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
     backend = get_backend("cpu", threads=1, batch=1)
@@ -150,7 +160,9 @@ def main() -> int:
     log["transfer"] = {"seconds": round(time.time() - t0, 1), "networks": moved.transfer["networks"],
                        "model": moved.transfer["model"], "loo_mape_pct": moved.transfer["loo_mape_pct"],
                        "loo_within_5_pct": moved.transfer["loo_within_5_pct"], "load_after": _load(),
-                       "models_loo": {m: f["loo_mape_pct"] for m, f in moved.transfer["models"].items()}}
+                       "models_loo": {m: f["loo_mape_pct"] for m, f in moved.transfer["models"].items()},
+                       "blocks": {k: v for k, v in moved.transfer["blocks"].items() if k != "entries"}}
+    blocks = recorded_blocks(moved, shipped)
 
     rows = list(moved.calibration["nets"])
     space = shipped.space_object()
@@ -192,12 +204,17 @@ def main() -> int:
     res["single_pass"] = {"transfer": _figures(moved, held, first(moved)),
                           "full_build": _figures(full, held, first(full)),
                           "shipped_untransferred": _figures(shipped, held, first(shipped))}
+    # The transfer's own networks without its blocks: what the block step added.
+    own = moved.calibration["nets"]
+    res["transfer_without_blocks"] = _figures(transferred_table(shipped, backend.identity(), own), held, meas)
     res["curve"] = []
     for k in CURVE:
         if k <= len(rows):
-            tk = transferred_table(shipped, backend.identity(), rows[:k])
-            res["curve"].append({"networks": k, "model": tk.transfer["model"],
-                                 "loo_mape_pct": tk.transfer["loo_mape_pct"], **_figures(tk, held, meas)})
+            for with_blocks in (True, False):
+                tk = transferred_table(shipped, backend.identity(), rows[:k], blocks=blocks if with_blocks else ())
+                res["curve"].append({"networks": k, "blocks": len(blocks) if with_blocks else 0,
+                                     "blocks_used": tk.transfer["blocks"]["used"], "model": tk.transfer["model"],
+                                     "loo_mape_pct": tk.transfer["loo_mape_pct"], **_figures(tk, held, meas)})
     res["forced_models"] = {m: _figures(_forced(shipped, moved, m), held, meas) for m in moved.transfer["models"]}
     log["load_end"] = _load()
     ok = log["transfer"]["seconds"] <= GOAL_S and res["transfer"]["within_5_pct"] >= GOAL_WITHIN_5
@@ -214,13 +231,18 @@ def main() -> int:
                     ("shipped (untransferred)", res["shipped_untransferred"])):
         print(f"{name:<24} within ±5 %: {f['within_5_pct']:5.1f} %  MAPE {f['mape_pct']:6.2f} %  "
               f"tau {f['kendall_tau']:.3f}")
+    f = res["transfer_without_blocks"]
+    print(f"{'transfer, no blocks':<24} within ±5 %: {f['within_5_pct']:5.1f} %  MAPE {f['mape_pct']:6.2f} %  "
+          f"tau {f['kendall_tau']:.3f}")
     for c in res["curve"]:
-        print(f"  curve: {c['networks']:>2} networks ({c['model']}): within ±5 % {c['within_5_pct']:.1f} %, "
+        print(f"  curve: {c['networks']:>2} networks + {c['blocks']:>3} blocks ({c['model']}"
+              f"{', blocks used' if c['blocks_used'] else ''}): within ±5 % {c['within_5_pct']:.1f} %, "
               f"MAPE {c['mape_pct']:.2f} %")
     for sid, v in log["heldout"]["repeat_within_5_pct"].items():
         print(f"ceiling ({sid.split(':')[0]}): a network timed again lands within ±5 % of its other timings in "
               f"{v} % of cases")
-    print(f"transfer {log['transfer']['seconds']:.0f} s ({log['transfer']['networks']} networks); "
+    print(f"transfer {log['transfer']['seconds']:.0f} s ({log['transfer']['networks']} networks, "
+          f"{log['transfer']['blocks']['timed']} blocks); "
           f"acceptance {'PASS' if ok else 'FAIL'}; load {log['load_start']} -> {log['load_end']}")
     return 0
 

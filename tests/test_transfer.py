@@ -125,9 +125,13 @@ def test_transfer_writes_this_machines_identity_provenance_and_loo_and_validates
     src = load_table(source)
     backend = get_backend("cpu")
     out = tmp_path / "moved.json"
-    t = transfer_table(src, backend, n_networks=8, budget_s=None, out=out)
+    t = transfer_table(src, backend, n_networks=8, n_blocks=10, budget_s=None, out=out)
     assert table_mismatch(t) == [] and t.identity["cpu_model"] != "Imaginary CPU 9000"
     tr = json.loads(out.read_text())["transfer"]
+    # 10 real blocks timed here with the source's probe (too few for the regression: recorded, not used)
+    bl = tr["blocks"]
+    assert bl["timed"] == 10 and not bl["used"] and len(bl["entries"]) == 10
+    assert all(src.entries[eid] and raw > 0 and probe > 0 and ratio > 0 for eid, _, raw, probe, ratio in bl["entries"])
     assert tr["source"]["identity"]["cpu_model"] == "Imaginary CPU 9000" and len(tr["source"]["sha256"]) == 64
     assert tr["source"]["file"] == "foreign.json" and tr["networks"] == 8
     assert tr["model"] in tr["models"] and "scale" in tr["models"] and tr["loo_mape_pct"] >= 0
@@ -146,6 +150,9 @@ def test_transfer_writes_this_machines_identity_provenance_and_loo_and_validates
     with pytest.raises(UsageError) as e:
         transfer_table(src, backend, n_networks=1)
     assert e.value.field == "n_networks"
+    with pytest.raises(UsageError) as e:
+        transfer_table(src, backend, n_blocks=-1)
+    assert e.value.field == "n_blocks"
 
 
 def test_single_scale_fit_reproduces_a_uniformly_slower_machine(source):
@@ -175,6 +182,7 @@ def test_transfer_configs_start_with_presets_span_macs_and_are_distinct():
 
 def test_cli_transfer_flags_need_transfer_from(tmp_path):
     assert main(["build-latency-table", "--transfer-nets", "5", "--out", str(tmp_path / "x.json")]) == 2
+    assert main(["build-latency-table", "--transfer-blocks", "5", "--out", str(tmp_path / "x.json")]) == 2
 
 
 def test_shipped_tables_hold_no_machine_local_paths():
@@ -196,3 +204,16 @@ def test_saved_tables_write_a_portable_space_source(tmp_path):
     t.space["source"] = "/work/main/search_spaces/shufflenetv2.toml"
     t.save(tmp_path / "copy.json")
     assert json.loads((tmp_path / "copy.json").read_text())["space"]["source"] == "search_spaces/shufflenetv2.toml"
+
+
+def test_cli_transfer_times_networks_and_blocks_and_reports_both(source, tmp_path, capsys):
+    out = tmp_path / "moved.json"
+    rc = main(["build-latency-table", "--device", "cpu", "--transfer-from", str(source), "--transfer-nets", "4",
+               "--transfer-blocks", "5", "--out", str(out), "--json"])
+    assert rc == 0
+    doc = json.loads(capsys.readouterr().out)
+    assert doc["networks"] == 4 and doc["blocks"]["timed"] == 5 and doc["blocks"]["used"] is False
+    assert "entries" not in doc["blocks"] and load_table(out).transfer["blocks"]["timed"] == 5
+    assert main(["build-latency-table", "--device", "cpu", "--transfer-from", str(source), "--transfer-blocks", "-1",
+                 "--out", str(tmp_path / "y.json")]) == 2
+    assert "--transfer-blocks -1" in capsys.readouterr().err

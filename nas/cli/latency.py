@@ -52,9 +52,12 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
                    help="file holding the board agent's token (default: $NAS_AGENT_TOKEN, else ~/.config/nas/agent_token)")
     b.add_argument("--transfer-from", default=None, metavar="TABLE",
                    help="transfer TABLE (built on another machine) to this one in minutes instead of a full build: "
-                        "time the reference probe and a few whole networks here, fit a correction, write a new table")
+                        "time the reference probe, a few whole networks and blocks here, fit a correction, write a new table")
     b.add_argument("--transfer-nets", dest="n_networks", type=int, default=None,
                    help="with --transfer-from: at most N networks timed (default 40, cut by --time-budget)")
+    b.add_argument("--transfer-blocks", dest="n_blocks", type=int, default=None,
+                   help="with --transfer-from: at most N blocks timed after the networks, to correct every entry by "
+                        "block shape (default 96, cut by --time-budget; 0: none)")
     b.add_argument("--time-budget", dest="budget_s", type=float, default=None,
                    help="with --transfer-from: seconds the whole transfer may take (default 160)")
     b.add_argument("--json", action="store_true", help="print one JSON summary on stdout")
@@ -158,8 +161,8 @@ def cmd_build(args: argparse.Namespace) -> int:
 
     if args.transfer_from:
         return _cmd_transfer(args)
-    if args.n_networks is not None or args.budget_s is not None:
-        raise UsageError("--transfer-nets and --time-budget go with --transfer-from TABLE")
+    if args.n_networks is not None or args.n_blocks is not None or args.budget_s is not None:
+        raise UsageError("--transfer-nets, --transfer-blocks and --time-budget go with --transfer-from TABLE")
     space = load_space(args.space)
     batch = args.batch if args.batch is not None else (8 if args.device == "gpu" else 1)
     if args.limit is not None and args.limit < 0:
@@ -315,6 +318,7 @@ def _cmd_transfer(args: argparse.Namespace) -> int:
     from nas.backends import get_backend
     from nas.latency import default_table_name, load_table
     from nas.latency.transfer import TRANSFER_BUDGET_S, TRANSFER_NETS, transfer_table
+    from nas.latency.transfer_blocks import TRANSFER_BLOCKS
 
     if args.space or args.limit is not None or args.resume:
         raise UsageError("--transfer-from takes the space from the source table and writes a new table in one go; "
@@ -332,12 +336,14 @@ def _cmd_transfer(args: argparse.Namespace) -> int:
     with _progress() as progress:
         table = transfer_table(source, backend, out=out, overwrite=args.overwrite, progress=progress,
                                n_networks=args.n_networks if args.n_networks is not None else TRANSFER_NETS,
+                               n_blocks=args.n_blocks if args.n_blocks is not None else TRANSFER_BLOCKS,
                                budget_s=args.budget_s if args.budget_s is not None else TRANSFER_BUDGET_S)
     tr = table.transfer or {}
     summary = {"table": str(out), "device": table.describe(), "source": str(args.transfer_from),
                "source_device": source.describe(), "networks": tr.get("networks"), "seconds": tr.get("seconds"),
                "model": tr.get("model"), "loo_mape_pct": tr.get("loo_mape_pct"),
                "loo_within_5_pct": tr.get("loo_within_5_pct"),
+               "blocks": {k: v for k, v in (tr.get("blocks") or {}).items() if k != "entries"},
                "models": {m: {"loo_mape_pct": f["loo_mape_pct"], "loo_within_5_pct": f["loo_within_5_pct"],
                               "free": f["free"]} for m, f in (tr.get("models") or {}).items()}}
     if args.json:
@@ -349,7 +355,7 @@ def _cmd_transfer(args: argparse.Namespace) -> int:
 
     c = console()
     c.print(f"[bold]{out}[/]  transferred from {args.transfer_from} in {tr.get('seconds', 0):.0f} s "
-            f"({tr.get('networks')} networks timed here)")
+            f"({tr.get('networks')} networks and {summary['blocks'].get('timed', 0)} blocks timed here)")
     c.print(f"  {table.describe()}  (source: {source.describe()})")
     if tr.get("loo_mape_pct") is not None:
         c.print(f"  correction: {tr['model']}, leave-one-out error {tr['loo_mape_pct']:.2f} %, "
@@ -357,5 +363,11 @@ def _cmd_transfer(args: argparse.Namespace) -> int:
         for m, f in summary["models"].items():
             c.print(f"    {m:<10} {f['free']} parameter(s): leave-one-out {f['loo_mape_pct']:.2f} %, "
                     f"±5 %: {f['loo_within_5_pct']:.0f} %")
+    bl = summary["blocks"]
+    if bl.get("cv_rms_pct") is not None:
+        c.print(f"  blocks: {'used' if bl['used'] else 'not used'} (entries corrected by block shape: k-fold error "
+                f"{bl['cv_rms_pct']:.1f} % per block against {bl['flat_rms_pct']:.1f} % with one factor; networks' "
+                f"leave-one-out score {bl['network_score_pct'].get('blocks')} % with, "
+                f"{bl['network_score_pct'].get('source')} % without)")
     c.print(f"  compare with a full build: nas validate-table {out}")
     return 0

@@ -1,10 +1,13 @@
 """Transferring a table to another machine in minutes: a few whole networks timed here correct every entry.
 
-A full build times every block of the space (11-14 minutes for the default space on a 2-core VM). A transfer
-keeps the source table's block entries and times only the reference probe and a few whole networks here
+A full build times every block of the space (9-14 minutes for the default space on a 2-core VM). A transfer
+keeps the source table's block entries and times only the reference probe, a few whole networks here
 (:func:`transfer_configs`: the paper presets, then draws stratified by MACs and spread over weight size and
-depth), as many as fit in a time budget. A correction of the source's predictions is fitted and chosen by
-leave-one-out (:mod:`nas.latency.transfer_fit`) and written into a new table with this machine's identity,
+depth) and a few blocks (:func:`nas.latency.transfer_blocks.block_sample`), as many as fit in a time budget.
+The blocks correct every entry by a regression on block shape (:mod:`nas.latency.transfer_blocks`); a
+correction of the (corrected) source's predictions is fitted on the networks and chosen by leave-one-out
+(:mod:`nas.latency.transfer_fit`), the block step kept only where it lowers that error, and all is written
+into a new table with this machine's identity,
 its own reference probe samples, the timed networks as its calibration, the source's provenance (identity,
 file name and SHA-256) and the transfer's own validation figures (leave-one-out error) in ``transfer``.
 :func:`nas.latency.validate_table` works on it like on a built table.
@@ -20,17 +23,19 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Sequence
 
-from nas.arch import PRESETS, ArchConfig
+from nas.arch import PRESETS, ArchConfig, BlockKey
 from nas.backends.identity import identity_diff
 from nas.errors import MissingEntriesError, TableError, TableMismatchError, UsageError
 from nas.latency.build import Progress
 from nas.latency.cold import ColdRun
+from nas.latency.defaults import BLOCKS_PER_REQUEST
 from nas.latency.entry import Entry
-from nas.latency.measure import measure_network
+from nas.latency.measure import measure_entries, measure_network
 from nas.latency.prediction import check_probe
 from nas.latency.probe import portable_probe
 from nas.latency.rounding import sig
 from nas.latency.table import LatencyTable
+from nas.latency.transfer_blocks import TRANSFER_BLOCKS, block_correction, block_sample, corrected_source
 from nas.latency.transfer_fit import (TransferFit, entry_coefficients, fit_transfer, net_parts,
                                       stage_resolutions)
 
@@ -38,8 +43,9 @@ if TYPE_CHECKING:  # pragma: no cover
     from nas.backends.base import Backend
     from nas.space import SearchSpace
 
-__all__ = ["TRANSFER_SEED", "TRANSFER_NETS", "TRANSFER_BUDGET_S", "MIN_TRANSFER_NETS", "transfer_configs",
-           "time_transfer_networks", "transferred_table", "transfer_table"]
+__all__ = ["TRANSFER_SEED", "TRANSFER_NETS", "TRANSFER_BUDGET_S", "MIN_TRANSFER_NETS", "NETWORK_SHARE",
+           "transfer_configs", "time_transfer_networks", "time_transfer_blocks", "transferred_table",
+           "recorded_blocks", "transfer_table"]
 
 TRANSFER_SEED = 4243  # the transfer's draws differ from validate_table's default seed 0 and the calibration's
 TRANSFER_NETS = 40  # at most this many networks (the trade-off curve flattens by then: bench_transfer.py)
@@ -47,6 +53,9 @@ TRANSFER_NETS = 40  # at most this many networks (the trade-off curve flattens b
 # started: the issue's 3-minute goal minus room for the last network and the fit.
 TRANSFER_BUDGET_S = 160.0
 MIN_TRANSFER_NETS = 5  # timed even past the budget: fewer leave no room for leave-one-out of a 2-term model
+# The networks may take this share of the budget; the blocks (timed after them) the rest. Session 11 (quiet
+# family-25 EPYC): 40 networks took 74 s, 96 blocks about 40 s.
+NETWORK_SHARE = 0.6
 POOL_PER_NET = 40  # random draws per wanted network from which the stratified ones are picked
 
 
@@ -161,6 +170,44 @@ def time_transfer_networks(source: LatencyTable, backend: "Backend", configs: Se
     return rows
 
 
+def time_transfer_blocks(source: LatencyTable, backend: "Backend", keys: Sequence[BlockKey], *,
+                         budget_s: float | None = None, start: float | None = None,
+                         progress: Progress | None = None) -> list[Entry]:
+    """Time ``keys`` here in requests of :data:`~nas.latency.defaults.BLOCKS_PER_REQUEST` blocks, each with the
+    source's reference probe in the same rounds (as a build times them), until the budget is spent.
+
+    Args:
+        source: the source table (its probe, classifier width and block protocol are used).
+        backend: this machine's backend.
+        keys: the blocks, in :func:`~nas.latency.transfer_blocks.block_sample` order.
+        budget_s: no request is started once the elapsed time plus one request's mean time would pass this.
+        start: ``time.time()`` the budget counts from (default: now).
+        progress: ``progress("blocks", done, total, label)``.
+
+    Returns:
+        The measured entries (raw times and ratios to the probe), in timing order.
+
+    Raises:
+        MeasurementError: the backend failed.
+    """
+    start = time.time() if start is None else start
+    probe = portable_probe(backend, check_probe(source))
+    out: list[Entry] = []
+    spent: list[float] = []
+    for i in range(0, len(keys), BLOCKS_PER_REQUEST):
+        if budget_s is not None and time.time() - start + (statistics.fmean(spent) if spent else 0.0) > budget_s:
+            break
+        if progress:
+            progress("blocks", len(out), len(keys), keys[i].id)
+        t = time.time()
+        out += measure_entries(list(keys[i:i + BLOCKS_PER_REQUEST]), backend, probe,
+                               num_classes=source.num_classes, settings=source.settings)
+        spent.append(time.time() - t)
+    if progress:
+        progress("blocks", len(out), len(out), "")
+    return out
+
+
 def _file_sha256(path: Path | None) -> str | None:
     if path is None or not Path(path).is_file():
         return None
@@ -185,29 +232,41 @@ def _new_entries(source: LatencyTable, fit: TransferFit, ref_ms: float, t: float
 
 
 def transferred_table(source: LatencyTable, identity: dict[str, Any], rows: list[dict[str, Any]], *,
-                      seconds: float = 0.0, seed: int = TRANSFER_SEED) -> LatencyTable:
-    """The new table: ``source``'s entries corrected by the fit on ``rows`` (networks timed here).
+                      blocks: Sequence[Entry] = (), seconds: float = 0.0, seed: int = TRANSFER_SEED) -> LatencyTable:
+    """The new table: ``source``'s entries corrected by the fit on ``rows`` (networks timed here) and, where it
+    lowers the networks' leave-one-out error, by ``blocks`` (blocks timed here) first.
 
     Args:
         source: a complete source table.
         identity: this machine's backend identity.
         rows: the timed networks (:func:`time_transfer_networks`), at least 2.
+        blocks: the timed blocks (:func:`time_transfer_blocks`); fewer than
+            :data:`~nas.latency.transfer_blocks.MIN_REGRESSION_BLOCKS` are not used.
         seconds: how long the transfer took (recorded as the table's ``build_seconds``).
-        seed: the seed the networks were drawn with (recorded).
+        seed: the seed the networks and blocks were drawn with (recorded).
 
     Returns:
-        The table (not saved), its ``transfer`` field holding the provenance and the leave-one-out figures.
+        The table (not saved), its ``transfer`` field holding the provenance, the leave-one-out figures and
+        the block step's (``blocks``).
 
     Raises:
         UsageError: fewer than 2 rows (``field="rows"``).
     """
     if len(rows) < 2:
         raise UsageError(f"rows: {len(rows)} timed network(s); a transfer needs at least 2", field="rows")
-    ref_ms = statistics.median(r["probe_ms"] for r in rows)
+    ref_ms = statistics.median([r["probe_ms"] for r in rows] + [e.probe_ms for e in blocks])
     stage_res = stage_resolutions(source)
-    parts = [net_parts(ArchConfig.from_string(r["config"]), source, stage_res) for r in rows]
-    fit = fit_transfer(parts, [r["ratio"] * ref_ms for r in rows])
-    entries, per_call = _new_entries(source, fit, ref_ms, statistics.median(r["t"] for r in rows))
+    measured_ms = [r["ratio"] * ref_ms for r in rows]
+    bases = {"source": source}
+    correction = block_correction(source, {e.key.id: e.ratio * ref_ms for e in blocks})
+    if correction is not None:
+        bases["blocks"] = corrected_source(source, correction)
+    fits = {name: fit_transfer([net_parts(ArchConfig.from_string(r["config"]), base, stage_res) for r in rows],
+                               measured_ms) for name, base in bases.items()}
+    loo = {name: f.models.get(f.model, {}).get("score_pct", math.inf) for name, f in fits.items()}
+    used = min(fits, key=lambda n: (loo[n], n != "source"))  # a tie keeps the plain source
+    base, fit = bases[used], fits[used]
+    entries, per_call = _new_entries(base, fit, ref_ms, statistics.median(r["t"] for r in rows))
     chosen = fit.models.get(fit.model, {})
     cal = source.calibration or {}
     calibration = {"model": f"transfer:{fit.model}", "scale": 1.0, "per_block_ms": round(per_call, 6),
@@ -215,14 +274,21 @@ def transferred_table(source: LatencyTable, identity: dict[str, Any], rows: list
                    "rel_error": float(chosen.get("loo_rms_pct", 5.0)) / 100.0,
                    "loo_mape_pct": chosen.get("loo_mape_pct"), "models": {}, "outliers": [], "nets": rows,
                    "note": "transferred: entries = k * source entry + d per block group (see transfer)"}
+    # The block step's record: whether it was used, the networks' leave-one-out score with and without it,
+    # the regression's own k-fold error, and the timed blocks ([id, t, raw_ms, probe_ms, ratio]).
+    block_doc = {"timed": len(blocks), "used": used == "blocks",
+                 "network_score_pct": {n: (round(v, 3) if math.isfinite(v) else None) for n, v in loo.items()},
+                 **(correction.figures if correction is not None else {}),
+                 "entries": [[e.key.id, round(e.t, 3), sig(e.raw_ms), sig(e.probe_ms), sig(e.ratio)] for e in blocks]}
     transfer = {"source": {"file": source.path.name if source.path else None, "sha256": _file_sha256(source.path),
                            "identity": source.identity, "created": source.created,
                            "calibration_model": cal.get("model"), "probe_ref_ms": source.probe.get("ref_ms")},
                 "networks": len(rows), "seed": seed, "seconds": round(seconds, 1), **fit.to_dict(),
                 "loo_mape_pct": chosen.get("loo_mape_pct"), "loo_within_5_pct": chosen.get("loo_within_5_pct"),
-                "when": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+                "blocks": block_doc, "when": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
     probe = {**{k: v for k, v in source.probe.items() if k not in ("samples", "ref_ms")}, "ref_ms": None,
-             "samples": [[r["t"], r["probe_ms"]] for r in rows]}
+             "samples": sorted([[r["t"], r["probe_ms"]] for r in rows] + [[round(e.t, 3), sig(e.probe_ms)]
+                                                                         for e in blocks])}
     table = LatencyTable(identity=dict(identity), space=dict(source.space), resolution=source.resolution,
                          num_classes=source.num_classes, settings=source.settings,
                          network_settings=source.network_settings, probe=probe, calibration=calibration,
@@ -230,6 +296,17 @@ def transferred_table(source: LatencyTable, identity: dict[str, Any], rows: list
                          created=time.strftime("%Y-%m-%dT%H:%M:%S%z"), build_seconds=seconds, transfer=transfer)
     table.refresh()
     return table
+
+
+def recorded_blocks(table: LatencyTable, source: LatencyTable) -> list[Entry]:
+    """The blocks a transferred ``table`` timed (its ``transfer.blocks.entries``), as entries keyed like
+    ``source``'s; a table from before the block step has none."""
+    out = []
+    for eid, t, raw_ms, probe_ms, ratio in ((table.transfer or {}).get("blocks") or {}).get("entries", []):
+        if eid in source.entries:
+            out.append(Entry(key=source.entries[eid].key, raw_ms=raw_ms, spread_pct=0.0, n=0, t=t, probe_ms=probe_ms,
+                             ratio=ratio, ms=raw_ms))
+    return out
 
 
 def _check_source(source: LatencyTable, backend: "Backend") -> "SearchSpace":
@@ -248,7 +325,8 @@ def _check_source(source: LatencyTable, backend: "Backend") -> "SearchSpace":
 
 
 def transfer_table(source: LatencyTable, backend: "Backend", *, n_networks: int = TRANSFER_NETS,
-                   seed: int = TRANSFER_SEED, budget_s: float | None = TRANSFER_BUDGET_S,
+                   n_blocks: int = TRANSFER_BLOCKS, seed: int = TRANSFER_SEED,
+                   budget_s: float | None = TRANSFER_BUDGET_S,
                    out: "str | Path | None" = None, overwrite: bool = False,
                    progress: Progress | None = None) -> LatencyTable:
     """Transfer ``source`` to the machine ``backend`` measures on (see the module docstring).
@@ -256,7 +334,8 @@ def transfer_table(source: LatencyTable, backend: "Backend", *, n_networks: int 
     Args:
         source: a complete table built on another machine (same device kind, threads and batch).
         backend: this machine's backend.
-        n_networks: at most this many whole networks are timed (>= 2).
+        n_networks: at most this many whole networks are timed (>= 2), in :data:`NETWORK_SHARE` of the budget.
+        n_blocks: at most this many blocks are timed after them, in the rest of the budget (0: none).
         seed: seed of the network draws.
         budget_s: time budget of the whole transfer in seconds (None: time all ``n_networks``).
         out: where to write the new table (None: not written).
@@ -267,7 +346,7 @@ def transfer_table(source: LatencyTable, backend: "Backend", *, n_networks: int 
         The new table.
 
     Raises:
-        UsageError: ``n_networks`` < 2 (``field="n_networks"``).
+        UsageError: ``n_networks`` < 2 (``field="n_networks"``), ``n_blocks`` < 0 (``field="n_blocks"``).
         TableError: ``out`` exists and not ``overwrite`` (``field="out"``).
         TableMismatchError: source measured with an older probe, or for another device/threads/batch.
         MissingEntriesError: the source is incomplete.
@@ -276,6 +355,8 @@ def transfer_table(source: LatencyTable, backend: "Backend", *, n_networks: int 
     start = time.time()
     if n_networks < 2:
         raise UsageError(f"n_networks {n_networks}: a transfer needs at least 2 networks", field="n_networks")
+    if n_blocks < 0:
+        raise UsageError(f"n_blocks {n_blocks}: must be >= 0 (0 times no blocks)", field="n_blocks")
     out_path = Path(out) if out is not None else None
     if out_path is not None and out_path.exists() and not overwrite:
         raise TableError(f"{out_path}: exists; write the transferred table to another file or overwrite it",
@@ -283,8 +364,12 @@ def transfer_table(source: LatencyTable, backend: "Backend", *, n_networks: int 
     space = _check_source(source, backend)
     configs = transfer_configs(space, resolution=source.resolution, count=n_networks, seed=seed,
                                num_classes=source.num_classes)
-    rows = time_transfer_networks(source, backend, configs, budget_s=budget_s, start=start, progress=progress)
-    table = transferred_table(source, backend.identity(), rows, seconds=time.time() - start, seed=seed)
+    rows = time_transfer_networks(source, backend, configs, start=start, progress=progress,
+                                  budget_s=None if budget_s is None else NETWORK_SHARE * budget_s)
+    keys = block_sample(source, space, n_blocks, seed) if n_blocks > 0 else []
+    blocks = time_transfer_blocks(source, backend, keys, budget_s=budget_s, start=start, progress=progress)
+    table = transferred_table(source, backend.identity(), rows, blocks=blocks, seconds=time.time() - start,
+                              seed=seed)
     if out_path is not None:
         table.save(out_path)
     return table
