@@ -240,8 +240,8 @@ def cmd_predict(args: argparse.Namespace) -> int:
     p = predict(config, table, backend=backend)
     mc = count_macs(config, num_classes=table.num_classes)
     out = {"config": config.to_string(), "latency_ms": round(p.latency_ms, 4),
-           "uncertainty_ms": round(p.uncertainty_ms, 4), "mflops": round(mc.macs / 1e6, 2), "params": mc.params,
-           "blocks": p.blocks, "flagged_blocks": p.flagged_blocks, "table": str(table.path),
+           "uncertainty_ms": round(p.uncertainty_ms, 4), "timed": p.timed, "model_ms": round(p.model_ms, 4),
+           "mflops": round(mc.macs / 1e6, 2), "params": mc.params, "blocks": p.blocks, "flagged_blocks": p.flagged_blocks, "table": str(table.path),
            "device": table.describe(), "table_mismatch": mismatch}
     if args.json:
         from nas.cli import print_json
@@ -252,6 +252,8 @@ def cmd_predict(args: argparse.Namespace) -> int:
 
     console().print(f"{out['config']}: [bold]{p.latency_ms:.2f} ± {p.uncertainty_ms:.2f} ms[/], "
                     f"{out['mflops']:.1f} MFLOPs (mult-adds), {mc.params / 1e6:.2f} M params  [dim]({table.describe()})")
+    if p.timed:
+        console().print(f"  [dim]the table timed this network whole; its blocks' model says {p.model_ms:.2f} ms[/]")
     return 0
 
 

@@ -96,6 +96,7 @@ class LatencyTable:
     _wbytes: dict[str, int] = field(default_factory=dict, repr=False)  # float32 weight bytes of each entry
     _flagged: set[str] = field(default_factory=set, repr=False)
     _lines: dict[str, tuple[tuple[Any, ...], str]] = field(default_factory=dict, repr=False)
+    _timed: tuple[Any, dict[str, float]] = field(default=(None, {}), repr=False)  # (what it was built from, ms)
 
     # -- identity
     @property
@@ -222,6 +223,23 @@ class LatencyTable:
             self._var[eid] = se * se
         if self.calibration and self.calibration.get("nets") and "model" not in self.calibration:
             self.recalibrate()
+
+    def timed_ms(self, config_string: str) -> float | None:
+        """The network's own end-to-end time at the reference speed, where the table timed it whole (its
+        calibration networks: the paper presets and seeded draws of a build, the networks of a transfer); the
+        median where it was timed more than once; None otherwise. Timings the measurement flagged as noisy are
+        not used."""
+        cal = self.calibration or {}
+        nets = cal.get("nets") or []
+        stamp = (id(cal), len(nets), self.probe.get("ref_ms"), self.rescale, self.window_s)
+        if self._timed[0] != stamp:
+            f = self.rescaler()
+            runs: dict[str, list[float]] = {}
+            for n in nets:
+                if not n.get("flagged"):
+                    runs.setdefault(n["config"], []).append(f(n["raw_ms"], n.get("ratio"), n["t"]))
+            self._timed = (stamp, {c: statistics.median(v) for c, v in runs.items()})
+        return self._timed[1].get(config_string)
 
     def recalibrate(self) -> None:
         """Refit the calibration on the networks it lists, with the entries as they are now (a build does

@@ -133,9 +133,10 @@ def block_correction(source: "LatencyTable", measured: dict[str, float]) -> Bloc
 
 
 def corrected_source(source: "LatencyTable", correction: BlockCorrection) -> "LatencyTable":
-    """A copy of ``source`` predicting with the corrected entries (its calibration as stored); ``source`` is
-    unchanged."""
+    """A copy of ``source`` predicting with the corrected entries (its calibration's fit as stored, without its
+    networks: their timings are the source machine's); ``source`` is unchanged."""
     out = copy.copy(source)
+    out.calibration = {**(source.calibration or {}), "nets": []}
     out._ms = dict(correction.ms)
     out._cold = dict(correction.cold)
     out._var = {i: v * (correction.ms[i] / source._ms[i]) ** 2 for i, v in source._var.items()}

@@ -104,8 +104,8 @@ def net_parts(config: ArchConfig, source: "LatencyTable", stage_res: list[int]) 
     ids = [b.id for b in config.blocks()]
     mb = sum(source._wbytes[i] for i in ids) / 1e6
     share = cold_share(mb, cal.get("cold_from_mb"), cal.get("cold_full_mb"))
-    parts: dict[str, float] = {"all": predict(config, source).latency_ms, "calls": float(len(ids) - 1), "mb": mb,
-                               "sum": 0.0}
+    parts: dict[str, float] = {"all": predict(config, source, timed=False).latency_ms, "calls": float(len(ids) - 1),
+                               "mb": mb, "sum": 0.0}
     for b, i in zip(config.blocks(), ids):
         blended = source._ms[i] + share * (source._cold[i] - source._ms[i])
         parts["sum"] += blended
