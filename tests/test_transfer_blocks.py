@@ -52,7 +52,7 @@ def test_correction_recovers_a_shape_dependent_speed_change_from_a_few_blocks(sh
     keys = block_sample(shipped, shipped.space_object(), 60, seed=0)
     measured = {k.id: shipped._ms[k.id] * _truth(k) for k in keys}
     corr = block_correction(shipped, measured)
-    assert corr is not None and corr.figures["blocks"] == 60
+    assert corr is not None and corr.figures["regression_blocks"] == 60
     # the shape explains it, one common factor does not (the ridge penalty shrinks the fit a little)
     assert corr.figures["cv_rms_pct"] < 1.0 and corr.figures["flat_rms_pct"] > 10.0
     err = [corr.ms[eid] / (shipped._ms[eid] * _truth(e.key)) - 1 for eid, e in shipped.entries.items()]

@@ -13,6 +13,21 @@ from nas.errors import UsageError
 __all__ = ["add_parsers", "check_table_use"]
 
 
+def _add_transfer_flags(b: argparse.ArgumentParser) -> None:
+    """``build-latency-table``'s transfer flags."""
+    b.add_argument("--transfer-from", default=None, metavar="TABLE",
+                   help="transfer TABLE (built on another machine) to this one in minutes instead of a full build: "
+                        "time the reference probe, a few whole networks and blocks here, fit a correction, write a "
+                        "new table")
+    b.add_argument("--transfer-nets", dest="n_networks", type=int, default=None,
+                   help="with --transfer-from: at most N networks timed (default 40, cut by --time-budget)")
+    b.add_argument("--transfer-blocks", dest="n_blocks", type=int, default=None,
+                   help="with --transfer-from: at most N blocks timed after the networks, to correct every entry by "
+                        "block shape (default 96, cut by --time-budget; 0: none)")
+    b.add_argument("--time-budget", dest="budget_s", type=float, default=None,
+                   help="with --transfer-from: seconds the whole transfer may take (default 160)")
+
+
 def add_parsers(sub: argparse._SubParsersAction) -> None:
     b = sub.add_parser("build-latency-table", help="measure every block of a space on a device (resumable)")
     b.add_argument("--device", choices=["cpu", "gpu", "arm"], default="cpu",
@@ -50,16 +65,7 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     b.add_argument("--token", default=None, help="the board agent's shared token")
     b.add_argument("--token-file", default=None,
                    help="file holding the board agent's token (default: $NAS_AGENT_TOKEN, else ~/.config/nas/agent_token)")
-    b.add_argument("--transfer-from", default=None, metavar="TABLE",
-                   help="transfer TABLE (built on another machine) to this one in minutes instead of a full build: "
-                        "time the reference probe, a few whole networks and blocks here, fit a correction, write a new table")
-    b.add_argument("--transfer-nets", dest="n_networks", type=int, default=None,
-                   help="with --transfer-from: at most N networks timed (default 40, cut by --time-budget)")
-    b.add_argument("--transfer-blocks", dest="n_blocks", type=int, default=None,
-                   help="with --transfer-from: at most N blocks timed after the networks, to correct every entry by "
-                        "block shape (default 96, cut by --time-budget; 0: none)")
-    b.add_argument("--time-budget", dest="budget_s", type=float, default=None,
-                   help="with --transfer-from: seconds the whole transfer may take (default 160)")
+    _add_transfer_flags(b)
     b.add_argument("--json", action="store_true", help="print one JSON summary on stdout")
     b.set_defaults(func=cmd_build)
 

@@ -45,8 +45,8 @@ class BlockCorrection:
     Attributes:
         ms: warm time of every entry; the timed blocks' own, the others the source's times the fitted factor.
         cold: cold-weights time of every entry, the source's times the same factor as its warm time.
-        figures: ``blocks`` timed, ``cv_rms_pct`` (k-fold error of the regression on the timed blocks),
-            ``flat_rms_pct`` (the same with one common factor: what the regression has to beat).
+        figures: ``regression_blocks`` (timed blocks fitted), ``cv_rms_pct`` (k-fold error of the regression
+            on them), ``flat_rms_pct`` (the same with one common factor: what the regression has to beat).
     """
 
     ms: dict[str, float]
@@ -128,7 +128,7 @@ def block_correction(source: "LatencyTable", measured: dict[str, float]) -> Bloc
         ms[i] = measured[i] if i in measured and measured[i] > 0 else source._ms[i] * float(factor[k])
         cold[i] = source._cold[i] * ms[i] / source._ms[i]
     rms = lambda e: round(100.0 * float(np.sqrt(np.mean(np.square(e)))), 2)  # noqa: E731
-    return BlockCorrection(ms=ms, cold=cold, figures={"blocks": len(timed), "cv_rms_pct": rms(cv),
+    return BlockCorrection(ms=ms, cold=cold, figures={"regression_blocks": len(timed), "cv_rms_pct": rms(cv),
                                                       "flat_rms_pct": rms(flat)})
 
 
