@@ -16,7 +16,7 @@ from nas.latency import build_table, check_table_identity, load_table, predict, 
 from nas.latency.transfer import transfer_configs, transfer_table, transferred_table
 from nas.space import load_space
 
-from spaces import FAST  # noqa: E402
+from spaces import FAST, timed_rows  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 LOCAL_PATH = re.compile(r'"(/work|/home|/tmp|/root|/Users|/private|[A-Za-z]:\\\\)[^"]*"')
@@ -159,11 +159,7 @@ def test_single_scale_fit_reproduces_a_uniformly_slower_machine(source):
     """Networks 'timed' at exactly 1.3x the source's predictions: every model finds 1.3; one scale is chosen."""
     src = load_table(source)
     configs = transfer_configs(src.space_object(), resolution=src.resolution, count=8)
-    rows = []
-    for i, c in enumerate(configs):
-        ms = 1.3 * predict(c, src).latency_ms
-        rows.append({"config": c.to_string(), "raw_ms": ms, "probe_ms": 2.0, "ratio": ms / 2.0, "t": 1000.0 + i,
-                     "spread_pct": 1.0, "n": 10, "flagged": False})
+    rows = timed_rows(configs, lambda c: 1.3 * predict(c, src).latency_ms)
     t = transferred_table(src, src.identity, rows)
     assert t.transfer["model"] == "scale" and t.transfer["loo_mape_pct"] < 1e-6
     for c in configs:

@@ -17,6 +17,8 @@ from nas.latency.transfer import recorded_blocks, transfer_configs, transferred_
 from nas.latency.transfer_blocks import (MIN_REGRESSION_BLOCKS, BlockCorrection, block_correction, block_sample,
                                         corrected_source)
 
+from spaces import timed_rows  # noqa: E402
+
 
 @pytest.fixture(scope="module")
 def shipped():
@@ -80,12 +82,8 @@ def _true_table(table):
 
 
 def _rows(table, configs):
-    rows, true = [], _true_table(table)
-    for i, c in enumerate(configs):
-        ms = predict(c, true).latency_ms
-        rows.append({"config": c.to_string(), "raw_ms": ms, "probe_ms": 2.0, "ratio": ms / 2.0, "t": 2000.0 + i,
-                     "spread_pct": 1.0, "n": 10, "flagged": False})
-    return rows
+    true = _true_table(table)
+    return timed_rows(configs, lambda c: predict(c, true).latency_ms, t0=2000.0)
 
 
 def test_transfer_uses_the_blocks_where_they_lower_the_networks_loo_error(shipped):
@@ -114,11 +112,7 @@ def test_blocks_that_do_not_help_the_networks_are_not_used(shipped):
 
     rng = random.Random(0)
     configs = transfer_configs(shipped.space_object(), resolution=shipped.resolution, count=12)
-    rows = []
-    for i, c in enumerate(configs):
-        ms = 1.3 * predict(c, shipped).latency_ms
-        rows.append({"config": c.to_string(), "raw_ms": ms, "probe_ms": 2.0, "ratio": ms / 2.0, "t": 1.0 + i,
-                     "spread_pct": 1.0, "n": 10, "flagged": False})
+    rows = timed_rows(configs, lambda c: 1.3 * predict(c, shipped).latency_ms, t0=1.0)
     keys = block_sample(shipped, shipped.space_object(), 40, seed=0)
     blocks = [Entry(key=k, raw_ms=1.0, spread_pct=1.0, n=10, t=100.0, probe_ms=2.0,
                     ratio=shipped._ms[k.id] * rng.uniform(0.6, 1.4) / 2.0) for k in keys]
