@@ -161,7 +161,8 @@ def _mode_figures(table: LatencyTable, configs: list[ArchConfig], rows: list[dic
         tm.path = None
         tm.set_rescale(mode)  # another mode refits the calibration; the table's own keeps its stored fit
         f = tm.rescaler(val_samples)
-        pred = [predict(c, tm) for c in configs]
+        # the blocks' model for every network: a held-out figure never scores a table's own earlier timing
+        pred = [predict(c, tm, timed=False) for c in configs]
         meas = [f(r["raw_ms"], r["ratio"], r["t"]) for r in rows]
         modes[mode] = {**_error_figures([p.latency_ms for p in pred], meas),
                        "kendall_tau_macs": round(kendall_tau(macs, meas), 4)}
