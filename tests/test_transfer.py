@@ -213,3 +213,28 @@ def test_cli_transfer_times_networks_and_blocks_and_reports_both(source, tmp_pat
     assert main(["build-latency-table", "--device", "cpu", "--transfer-from", str(source), "--transfer-blocks", "-1",
                  "--out", str(tmp_path / "y.json")]) == 2
     assert "--transfer-blocks -1" in capsys.readouterr().err
+
+
+def test_an_interrupted_transfer_resumes_from_its_partial_file(source, tmp_path):
+    """Ctrl-C after 3 networks: they are on disk; the same call again times only the rest, keeps the 3 as they
+    were, and removes the partial file once the table is written."""
+    src = load_table(source)
+    backend = get_backend("cpu")
+    out = tmp_path / "moved.json"
+    partial = tmp_path / "moved.json.partial"
+
+    def stop_at_fourth(stage, done, total, label):
+        if stage == "transfer" and done == 3 and label:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        transfer_table(src, backend, n_networks=6, n_blocks=4, budget_s=None, out=out, progress=stop_at_fourth)
+    saved = json.loads(partial.read_text())
+    assert len(saved["rows"]) == 3 and saved["blocks"] == [] and not out.exists()
+    with pytest.raises(UsageError) as e:  # another seed: the partial file is not this transfer's
+        transfer_table(src, backend, n_networks=6, seed=7, out=out)
+    assert e.value.field == "out" and partial.exists()
+    t = transfer_table(src, backend, n_networks=6, n_blocks=4, budget_s=None, out=out)
+    assert t.transfer["networks"] == 6 and t.transfer["blocks"]["timed"] == 4
+    assert t.calibration["nets"][:3] == saved["rows"] and not partial.exists()
+    assert len({r["config"] for r in t.calibration["nets"]}) == 6

@@ -16,13 +16,15 @@ file name and SHA-256) and the transfer's own validation figures (leave-one-out 
 from __future__ import annotations
 
 import hashlib
+import json
 import math
 import random
 import statistics
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Sequence
 
+from nas._io import atomic_write_json
 from nas.arch import PRESETS, ArchConfig, BlockKey
 from nas.backends.identity import identity_diff
 from nas.errors import MissingEntriesError, TableError, TableMismatchError, UsageError
@@ -133,7 +135,8 @@ def transfer_configs(space: "SearchSpace", *, resolution: int, count: int, seed:
 
 def time_transfer_networks(source: LatencyTable, backend: "Backend", configs: Sequence[ArchConfig], *,
                            budget_s: float | None = None, start: float | None = None,
-                           progress: Progress | None = None) -> list[dict[str, Any]]:
+                           progress: Progress | None = None, prior: Sequence[dict[str, Any]] = (),
+                           on_done: Callable[[list[dict[str, Any]]], None] | None = None) -> list[dict[str, Any]]:
     """Time ``configs`` in order here, each end to end with the reference probe, until the budget is spent.
 
     Args:
@@ -144,27 +147,35 @@ def time_transfer_networks(source: LatencyTable, backend: "Backend", configs: Se
             (None: time them all); at least :data:`MIN_TRANSFER_NETS` are timed.
         start: ``time.time()`` the budget counts from (default: now).
         progress: ``progress("transfer", done, total, label)``.
+        prior: rows timed before (a resumed transfer): kept, their networks not timed again.
+        on_done: called with all rows so far after each network (to save them).
 
     Returns:
-        Rows of :func:`nas.latency.measure.measure_network`, in timing order.
+        Rows of :func:`nas.latency.measure.measure_network`, in timing order (``prior`` first).
 
     Raises:
         MeasurementError: the backend failed.
     """
     start = time.time() if start is None else start
     probe = portable_probe(backend, check_probe(source))  # the source's probe: its entries are ratios to it
-    rows: list[dict[str, Any]] = []
+    rows: list[dict[str, Any]] = list(prior)
+    done = {r["config"] for r in rows}
     spent: list[float] = []
-    for i, cfg in enumerate(configs):
+    for cfg in configs:
+        if cfg.to_string() in done:
+            continue
         elapsed = time.time() - start
-        if budget_s is not None and i >= MIN_TRANSFER_NETS and elapsed + statistics.fmean(spent) > budget_s:
+        if (budget_s is not None and len(rows) >= MIN_TRANSFER_NETS
+                and elapsed + (statistics.fmean(spent) if spent else 0.0) > budget_s):
             break
         if progress:
-            progress("transfer", i, len(configs), cfg.to_string())
+            progress("transfer", len(rows), len(configs), cfg.to_string())
         t = time.time()
         rows.append(measure_network(cfg, backend, num_classes=source.num_classes,
                                     settings=source.network_settings, probe=probe))
         spent.append(time.time() - t)
+        if on_done:
+            on_done(rows)
     if progress:
         progress("transfer", len(rows), len(rows), "")
     return rows
@@ -172,7 +183,8 @@ def time_transfer_networks(source: LatencyTable, backend: "Backend", configs: Se
 
 def time_transfer_blocks(source: LatencyTable, backend: "Backend", keys: Sequence[BlockKey], *,
                          budget_s: float | None = None, start: float | None = None,
-                         progress: Progress | None = None) -> list[Entry]:
+                         progress: Progress | None = None, prior: Sequence[Entry] = (),
+                         on_done: Callable[[list[Entry]], None] | None = None) -> list[Entry]:
     """Time ``keys`` here in requests of :data:`~nas.latency.defaults.BLOCKS_PER_REQUEST` blocks, each with the
     source's reference probe in the same rounds (as a build times them), until the budget is spent.
 
@@ -183,26 +195,32 @@ def time_transfer_blocks(source: LatencyTable, backend: "Backend", keys: Sequenc
         budget_s: no request is started once the elapsed time plus one request's mean time would pass this.
         start: ``time.time()`` the budget counts from (default: now).
         progress: ``progress("blocks", done, total, label)``.
+        prior: blocks timed before (a resumed transfer): kept, not timed again.
+        on_done: called with all entries so far after each request (to save them).
 
     Returns:
-        The measured entries (raw times and ratios to the probe), in timing order.
+        The measured entries (raw times and ratios to the probe), in timing order (``prior`` first).
 
     Raises:
         MeasurementError: the backend failed.
     """
     start = time.time() if start is None else start
     probe = portable_probe(backend, check_probe(source))
-    out: list[Entry] = []
+    out: list[Entry] = list(prior)
+    done = {e.key.id for e in out}
+    todo = [k for k in keys if k.id not in done]
     spent: list[float] = []
-    for i in range(0, len(keys), BLOCKS_PER_REQUEST):
+    for i in range(0, len(todo), BLOCKS_PER_REQUEST):
         if budget_s is not None and time.time() - start + (statistics.fmean(spent) if spent else 0.0) > budget_s:
             break
         if progress:
-            progress("blocks", len(out), len(keys), keys[i].id)
+            progress("blocks", len(out), len(keys), todo[i].id)
         t = time.time()
-        out += measure_entries(list(keys[i:i + BLOCKS_PER_REQUEST]), backend, probe,
+        out += measure_entries(list(todo[i:i + BLOCKS_PER_REQUEST]), backend, probe,
                                num_classes=source.num_classes, settings=source.settings)
         spent.append(time.time() - t)
+        if on_done:
+            on_done(out)
     if progress:
         progress("blocks", len(out), len(out), "")
     return out
@@ -279,7 +297,7 @@ def transferred_table(source: LatencyTable, identity: dict[str, Any], rows: list
     block_doc = {"timed": len(blocks), "used": used == "blocks",
                  "network_score_pct": {n: (round(v, 3) if math.isfinite(v) else None) for n, v in loo.items()},
                  **(correction.figures if correction is not None else {}),
-                 "entries": [[e.key.id, round(e.t, 3), sig(e.raw_ms), sig(e.probe_ms), sig(e.ratio)] for e in blocks]}
+                 "entries": _block_records(blocks)}
     transfer = {"source": {"file": source.path.name if source.path else None, "sha256": _file_sha256(source.path),
                            "identity": source.identity, "created": source.created,
                            "calibration_model": cal.get("model"), "probe_ref_ms": source.probe.get("ref_ms")},
@@ -298,15 +316,41 @@ def transferred_table(source: LatencyTable, identity: dict[str, Any], rows: list
     return table
 
 
+def _block_records(blocks: Sequence[Entry]) -> list[list[Any]]:
+    """Timed blocks as ``[id, t, raw_ms, probe_ms, ratio]`` (the table's ``transfer.blocks.entries``)."""
+    return [[e.key.id, round(e.t, 3), sig(e.raw_ms), sig(e.probe_ms), sig(e.ratio)] for e in blocks]
+
+
+def _block_entries(records: Sequence[Sequence[Any]], source: LatencyTable) -> list[Entry]:
+    """:func:`_block_records` read back as entries keyed like ``source``'s."""
+    return [Entry(key=source.entries[eid].key, raw_ms=raw_ms, spread_pct=0.0, n=0, t=t, probe_ms=probe_ms,
+                  ratio=ratio, ms=raw_ms) for eid, t, raw_ms, probe_ms, ratio in records if eid in source.entries]
+
+
 def recorded_blocks(table: LatencyTable, source: LatencyTable) -> list[Entry]:
     """The blocks a transferred ``table`` timed (its ``transfer.blocks.entries``), as entries keyed like
     ``source``'s; a table from before the block step has none."""
-    out = []
-    for eid, t, raw_ms, probe_ms, ratio in ((table.transfer or {}).get("blocks") or {}).get("entries", []):
-        if eid in source.entries:
-            out.append(Entry(key=source.entries[eid].key, raw_ms=raw_ms, spread_pct=0.0, n=0, t=t, probe_ms=probe_ms,
-                             ratio=ratio, ms=raw_ms))
-    return out
+    return _block_entries(((table.transfer or {}).get("blocks") or {}).get("entries", []), source)
+
+
+def _partial(path: Path | None, source: LatencyTable, identity: dict[str, Any], seed: int) -> dict[str, Any]:
+    """What an interrupted transfer to ``path`` left in ``<path>.partial`` (nothing when there is no such file).
+
+    Raises:
+        UsageError: the file is of another source, seed or machine (``field="out"``).
+    """
+    if path is None or not path.exists():
+        return {"rows": [], "blocks": [], "elapsed_s": 0.0}
+    try:
+        doc = json.loads(path.read_text())
+    except (OSError, ValueError):
+        doc = {}
+    same = (doc.get("source_sha256") == _file_sha256(source.path) and doc.get("seed") == seed
+            and not identity_diff(doc.get("identity") or {}, identity))
+    if not same:
+        raise UsageError(f"{path}: an interrupted transfer of another source table, seed or machine; delete it or "
+                         "write this transfer to another file", field="out")
+    return doc
 
 
 def _check_source(source: LatencyTable, backend: "Backend") -> "SearchSpace":
@@ -338,7 +382,9 @@ def transfer_table(source: LatencyTable, backend: "Backend", *, n_networks: int 
         n_blocks: at most this many blocks are timed after them, in the rest of the budget (0: none).
         seed: seed of the network draws.
         budget_s: time budget of the whole transfer in seconds (None: time all ``n_networks``).
-        out: where to write the new table (None: not written).
+        out: where to write the new table (None: not written). The networks and blocks timed so far are kept in
+            ``<out>.partial`` after each one; an interrupted transfer to the same ``out`` resumes from it (same
+            source, seed and machine) and the file is removed once the table is written.
         overwrite: replace an existing ``out``.
         progress: ``progress("transfer", done, total, label)``.
 
@@ -346,7 +392,8 @@ def transfer_table(source: LatencyTable, backend: "Backend", *, n_networks: int 
         The new table.
 
     Raises:
-        UsageError: ``n_networks`` < 2 (``field="n_networks"``), ``n_blocks`` < 0 (``field="n_blocks"``).
+        UsageError: ``n_networks`` < 2 (``field="n_networks"``), ``n_blocks`` < 0 (``field="n_blocks"``), a
+            ``<out>.partial`` of another source, seed or machine (``field="out"``).
         TableError: ``out`` exists and not ``overwrite`` (``field="out"``).
         TableMismatchError: source measured with an older probe, or for another device/threads/batch.
         MissingEntriesError: the source is incomplete.
@@ -362,14 +409,29 @@ def transfer_table(source: LatencyTable, backend: "Backend", *, n_networks: int 
         raise TableError(f"{out_path}: exists; write the transferred table to another file or overwrite it",
                          field="out")
     space = _check_source(source, backend)
+    identity = backend.identity()
+    partial_path = out_path.with_name(out_path.name + ".partial") if out_path is not None else None
+    prior = _partial(partial_path, source, identity, seed)
+    start -= float(prior["elapsed_s"])  # a resumed transfer's budget counts the time already spent
+    state = {"rows": list(prior["rows"]), "blocks": _block_entries(prior["blocks"], source)}
+
+    def save(**done: Any) -> None:  # after each network and each block request: a kill loses one at most
+        state.update(done)
+        if partial_path is not None:
+            atomic_write_json(partial_path, {"source_sha256": _file_sha256(source.path), "seed": seed,
+                                             "identity": identity, "elapsed_s": round(time.time() - start, 1),
+                                             "rows": state["rows"], "blocks": _block_records(state["blocks"])})
+
     configs = transfer_configs(space, resolution=source.resolution, count=n_networks, seed=seed,
                                num_classes=source.num_classes)
-    rows = time_transfer_networks(source, backend, configs, start=start, progress=progress,
-                                  budget_s=None if budget_s is None else NETWORK_SHARE * budget_s)
+    rows = time_transfer_networks(source, backend, configs, start=start, progress=progress, prior=state["rows"],
+                                  budget_s=None if budget_s is None else NETWORK_SHARE * budget_s,
+                                  on_done=lambda r: save(rows=r))
     keys = block_sample(source, space, n_blocks, seed) if n_blocks > 0 else []
-    blocks = time_transfer_blocks(source, backend, keys, budget_s=budget_s, start=start, progress=progress)
-    table = transferred_table(source, backend.identity(), rows, blocks=blocks, seconds=time.time() - start,
-                              seed=seed)
+    blocks = time_transfer_blocks(source, backend, keys, budget_s=budget_s, start=start, progress=progress,
+                                  prior=state["blocks"], on_done=lambda b: save(blocks=b))
+    table = transferred_table(source, identity, rows, blocks=blocks, seconds=time.time() - start, seed=seed)
     if out_path is not None:
         table.save(out_path)
+        partial_path.unlink(missing_ok=True)  # type: ignore[union-attr]
     return table
