@@ -375,7 +375,7 @@ def _cmd_transfer(args: argparse.Namespace) -> int:
     if bl.get("cv_rms_pct") is not None:
         c.print(f"  blocks: {'used' if bl['used'] else 'not used'} (entries corrected by block shape: k-fold error "
                 f"{bl['cv_rms_pct']:.1f} % per block against {bl['flat_rms_pct']:.1f} % with one factor; networks' "
-                f"leave-one-out score {bl['network_score_pct'].get('blocks')} % with, "
-                f"{bl['network_score_pct'].get('source')} % without)")
+                f"leave-one-out score {bl['network_score_pct']['blocks']:.2f} % with, "
+                f"{bl['network_score_pct']['source']:.2f} % without)")
     c.print(f"  compare with a full build: nas validate-table {out}")
     return 0
