@@ -321,6 +321,10 @@ def cmd_validate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _pct(x: float | None) -> str:
+    return "n/a" if x is None else f"{x:.2f} %"
+
+
 def _cmd_transfer(args: argparse.Namespace) -> int:
     """``build-latency-table --transfer-from TABLE``: the source's entries corrected by networks timed here."""
     from nas.backends import get_backend
@@ -375,7 +379,7 @@ def _cmd_transfer(args: argparse.Namespace) -> int:
     if bl.get("cv_rms_pct") is not None:
         c.print(f"  blocks: {'used' if bl['used'] else 'not used'} (entries corrected by block shape: k-fold error "
                 f"{bl['cv_rms_pct']:.1f} % per block against {bl['flat_rms_pct']:.1f} % with one factor; networks' "
-                f"leave-one-out score {bl['network_score_pct']['blocks']:.2f} % with, "
-                f"{bl['network_score_pct']['source']:.2f} % without)")
+                f"leave-one-out score {_pct(bl['network_score_pct'].get('blocks'))} with, "
+                f"{_pct(bl['network_score_pct'].get('source'))} without)")
     c.print(f"  compare with a full build: nas validate-table {out}")
     return 0
