@@ -160,25 +160,14 @@ def time_transfer_networks(source: LatencyTable, backend: "Backend", configs: Se
     probe = portable_probe(backend, check_probe(source))  # the source's probe: its entries are ratios to it
     rows: list[dict[str, Any]] = list(prior)
     done = {r["config"] for r in rows}
-    spent: list[float] = []
-    for cfg in configs:
-        if cfg.to_string() in done:
-            continue
-        elapsed = time.time() - start
-        if (budget_s is not None and len(rows) >= MIN_TRANSFER_NETS
-                and elapsed + (statistics.fmean(spent) if spent else 0.0) > budget_s):
-            break
-        if progress:
-            progress("transfer", len(rows), len(configs), cfg.to_string())
-        t = time.time()
-        rows.append(measure_network(cfg, backend, num_classes=source.num_classes,
-                                    settings=source.network_settings, probe=probe))
-        spent.append(time.time() - t)
-        if on_done:
-            on_done(rows)
-    if progress:
-        progress("transfer", len(rows), len(rows), "")
-    return rows
+    units = [(cfg, cfg.to_string()) for cfg in configs if cfg.to_string() not in done]
+
+    def one(cfg: ArchConfig) -> list[dict[str, Any]]:
+        return [measure_network(cfg, backend, num_classes=source.num_classes, settings=source.network_settings,
+                                probe=probe)]
+
+    return _in_budget(units, one, rows, stage="transfer", total=len(configs), budget_s=budget_s, start=start,
+                      progress=progress, on_done=on_done, at_least=MIN_TRANSFER_NETS)
 
 
 def time_transfer_blocks(source: LatencyTable, backend: "Backend", keys: Sequence[BlockKey], *,
@@ -206,23 +195,37 @@ def time_transfer_blocks(source: LatencyTable, backend: "Backend", keys: Sequenc
     """
     start = time.time() if start is None else start
     probe = portable_probe(backend, check_probe(source))
-    out: list[Entry] = list(prior)
-    done = {e.key.id for e in out}
+    done = {e.key.id for e in prior}
     todo = [k for k in keys if k.id not in done]
+    units = [(todo[i:i + BLOCKS_PER_REQUEST], todo[i].id) for i in range(0, len(todo), BLOCKS_PER_REQUEST)]
+
+    def one(group: Sequence[BlockKey]) -> list[Entry]:
+        return measure_entries(list(group), backend, probe, num_classes=source.num_classes, settings=source.settings)
+
+    return _in_budget(units, one, list(prior), stage="blocks", total=len(keys), budget_s=budget_s, start=start,
+                      progress=progress, on_done=on_done)
+
+
+def _in_budget(units: Sequence[tuple[Any, str]], measure: Callable[[Any], list[Any]], out: list[Any], *, stage: str,
+               total: int, budget_s: float | None, start: float, progress: Progress | None,
+               on_done: Callable[[list[Any]], None] | None, at_least: int = 0) -> list[Any]:
+    """``out`` extended by ``measure(unit)`` for each ``(unit, label)`` in turn, until the elapsed time since
+    ``start`` plus one unit's mean time would pass ``budget_s`` (once ``out`` holds ``at_least`` results);
+    ``on_done(out)`` after each unit."""
     spent: list[float] = []
-    for i in range(0, len(todo), BLOCKS_PER_REQUEST):
-        if budget_s is not None and time.time() - start + (statistics.fmean(spent) if spent else 0.0) > budget_s:
+    for unit, label in units:
+        if (budget_s is not None and len(out) >= at_least
+                and time.time() - start + (statistics.fmean(spent) if spent else 0.0) > budget_s):
             break
         if progress:
-            progress("blocks", len(out), len(keys), todo[i].id)
+            progress(stage, len(out), total, label)
         t = time.time()
-        out += measure_entries(list(todo[i:i + BLOCKS_PER_REQUEST]), backend, probe,
-                               num_classes=source.num_classes, settings=source.settings)
+        out += measure(unit)
         spent.append(time.time() - t)
         if on_done:
             on_done(out)
     if progress:
-        progress("blocks", len(out), len(out), "")
+        progress(stage, len(out), len(out), "")
     return out
 
 
