@@ -91,16 +91,12 @@ def rejudge(path: str) -> int:
 def _forced(shipped: Any, table: Any, model: str) -> Any:
     """The transferred table with ``model`` forced instead of the chosen one (on the same base: the shipped
     entries, or those corrected by the transfer's blocks where it used them)."""
-    from nas.latency.transfer import _new_entries, recorded_blocks
-    from nas.latency.transfer_blocks import block_correction, corrected_source
+    from nas.latency.transfer import _new_entries
+    from nas.latency.transfer_blocks import transfer_base
     from nas.latency.transfer_fit import TransferFit
 
     fit = TransferFit(model=model, coef=dict(table.transfer["models"][model]["coef"]), models={}, loo_errors_pct=[])
-    base = shipped
-    if table.transfer.get("blocks", {}).get("used"):
-        ref = table.probe["ref_ms"]
-        base = corrected_source(shipped, block_correction(
-            shipped, {e.key.id: e.ratio * ref for e in recorded_blocks(table, shipped)}))
+    base = transfer_base(table, shipped)
     t = copy.deepcopy(table)
     t.path = None
     t.entries, per_call = _new_entries(base, fit, t.probe["ref_ms"], t.entries[next(iter(t.entries))].t)
@@ -144,8 +140,8 @@ def main() -> int:
     from nas.latency.measure import measure_network
     from nas.latency.prediction import check_probe
     from nas.latency.probe import portable_probe
-    from nas.latency.transfer import (recorded_blocks, time_transfer_networks, transfer_configs, transfer_table,
-                                      transferred_table)
+    from nas.latency.transfer import time_transfer_networks, transfer_configs, transfer_table, transferred_table
+    from nas.latency.transfer_blocks import recorded_blocks
 
     log: dict[str, Any] = {"load_start": _load(), "started": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
     backend = get_backend("cpu", threads=1, batch=1)

@@ -13,9 +13,9 @@ import pytest
 from nas.arch import ArchConfig
 from nas.latency import load_table, predict
 from nas.latency.entry import Entry
-from nas.latency.transfer import recorded_blocks, transfer_configs, transferred_table
+from nas.latency.transfer import transfer_configs, transferred_table
 from nas.latency.transfer_blocks import (MIN_REGRESSION_BLOCKS, BlockCorrection, block_correction, block_sample,
-                                        corrected_source)
+                                        corrected_source, recorded_blocks)
 
 from spaces import timed_rows  # noqa: E402
 

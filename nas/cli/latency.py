@@ -247,8 +247,9 @@ def cmd_predict(args: argparse.Namespace) -> int:
     mc = count_macs(config, num_classes=table.num_classes)
     out = {"config": config.to_string(), "latency_ms": round(p.latency_ms, 4),
            "uncertainty_ms": round(p.uncertainty_ms, 4), "timed": p.timed, "model_ms": round(p.model_ms, 4),
-           "mflops": round(mc.macs / 1e6, 2), "params": mc.params, "blocks": p.blocks, "flagged_blocks": p.flagged_blocks, "table": str(table.path),
-           "device": table.describe(), "table_mismatch": mismatch}
+           "mflops": round(mc.macs / 1e6, 2), "params": mc.params, "blocks": p.blocks,
+           "flagged_blocks": p.flagged_blocks, "table": str(table.path), "device": table.describe(),
+           "table_mismatch": mismatch}
     if args.json:
         from nas.cli import print_json
 

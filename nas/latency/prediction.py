@@ -59,10 +59,10 @@ def predict(config: ArchConfig, table: LatencyTable, *, backend: "Backend | None
     """Predict ``config``'s latency from ``table`` (a few dict lookups; no torch, no measuring).
 
     A network the table timed whole (a paper preset, any calibration or transfer network) is predicted by that
-    timing: on this machine, the whole 0.5x ran 3 % below its blocks' sum while the calibration's scale put
-    bigger networks 3 % above theirs, so the block model was 5-6 % high for 0.5x in both the shipped table and
-    a build here (Session 11), an error no calibration model with one or two terms removed; the timing of the
-    network itself has no such error.
+    timing: timed in the same rounds as its blocks, 0.5x ran 4-7 points below the bigger presets relative to
+    their blocks' sums (benchmarks/bench_block_sum.py), so with the calibration's one scale the block model was
+    5-6 % high for 0.5x in both the shipped table and a build on a quiet EPYC (Session 11), an error no
+    calibration model with one or two terms removed; the timing of the network itself has no such error.
 
     Args:
         config: the network; its resolution must be the table's.

@@ -37,7 +37,8 @@ from nas.latency.prediction import check_probe
 from nas.latency.probe import portable_probe
 from nas.latency.rounding import sig
 from nas.latency.table import LatencyTable
-from nas.latency.transfer_blocks import TRANSFER_BLOCKS, block_correction, block_sample, corrected_source
+from nas.latency.transfer_blocks import (TRANSFER_BLOCKS, block_correction, block_entries, block_records,
+                                        block_sample, block_times, corrected_source)
 from nas.latency.transfer_fit import (TransferFit, entry_coefficients, fit_transfer, net_parts,
                                       stage_resolutions)
 
@@ -46,8 +47,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from nas.space import SearchSpace
 
 __all__ = ["TRANSFER_SEED", "TRANSFER_NETS", "TRANSFER_BUDGET_S", "MIN_TRANSFER_NETS", "NETWORK_SHARE",
-           "transfer_configs", "time_transfer_networks", "time_transfer_blocks", "transferred_table",
-           "recorded_blocks", "transfer_table"]
+           "transfer_configs", "time_transfer_networks", "time_transfer_blocks", "transferred_table", "transfer_table"]
 
 TRANSFER_SEED = 4243  # the transfer's draws differ from validate_table's default seed 0 and the calibration's
 TRANSFER_NETS = 40  # at most this many networks (the trade-off curve flattens by then: bench_transfer.py)
@@ -136,7 +136,8 @@ def transfer_configs(space: "SearchSpace", *, resolution: int, count: int, seed:
 def time_transfer_networks(source: LatencyTable, backend: "Backend", configs: Sequence[ArchConfig], *,
                            budget_s: float | None = None, start: float | None = None,
                            progress: Progress | None = None, prior: Sequence[dict[str, Any]] = (),
-                           on_done: Callable[[list[dict[str, Any]]], None] | None = None) -> list[dict[str, Any]]:
+                           on_done: Callable[[list[dict[str, Any]]], None] | None = None,
+                           probe: Any = None) -> list[dict[str, Any]]:
     """Time ``configs`` in order here, each end to end with the reference probe, until the budget is spent.
 
     Args:
@@ -149,6 +150,7 @@ def time_transfer_networks(source: LatencyTable, backend: "Backend", configs: Se
         progress: ``progress("transfer", done, total, label)``.
         prior: rows timed before (a resumed transfer): kept, their networks not timed again.
         on_done: called with all rows so far after each network (to save them).
+        probe: the source's probe in the backend's portable form (default: exported now).
 
     Returns:
         Rows of :func:`nas.latency.measure.measure_network`, in timing order (``prior`` first).
@@ -157,7 +159,8 @@ def time_transfer_networks(source: LatencyTable, backend: "Backend", configs: Se
         MeasurementError: the backend failed.
     """
     start = time.time() if start is None else start
-    probe = portable_probe(backend, check_probe(source))  # the source's probe: its entries are ratios to it
+    if probe is None:  # the source's probe: its entries are ratios to it
+        probe = portable_probe(backend, check_probe(source))
     rows: list[dict[str, Any]] = list(prior)
     done = {r["config"] for r in rows}
     units = [(cfg, cfg.to_string()) for cfg in configs if cfg.to_string() not in done]
@@ -173,7 +176,7 @@ def time_transfer_networks(source: LatencyTable, backend: "Backend", configs: Se
 def time_transfer_blocks(source: LatencyTable, backend: "Backend", keys: Sequence[BlockKey], *,
                          budget_s: float | None = None, start: float | None = None,
                          progress: Progress | None = None, prior: Sequence[Entry] = (),
-                         on_done: Callable[[list[Entry]], None] | None = None) -> list[Entry]:
+                         on_done: Callable[[list[Entry]], None] | None = None, probe: Any = None) -> list[Entry]:
     """Time ``keys`` here in requests of :data:`~nas.latency.defaults.BLOCKS_PER_REQUEST` blocks, each with the
     source's reference probe in the same rounds (as a build times them), until the budget is spent.
 
@@ -186,6 +189,7 @@ def time_transfer_blocks(source: LatencyTable, backend: "Backend", keys: Sequenc
         progress: ``progress("blocks", done, total, label)``.
         prior: blocks timed before (a resumed transfer): kept, not timed again.
         on_done: called with all entries so far after each request (to save them).
+        probe: the source's probe in the backend's portable form (default: exported now).
 
     Returns:
         The measured entries (raw times and ratios to the probe), in timing order (``prior`` first).
@@ -194,7 +198,8 @@ def time_transfer_blocks(source: LatencyTable, backend: "Backend", keys: Sequenc
         MeasurementError: the backend failed.
     """
     start = time.time() if start is None else start
-    probe = portable_probe(backend, check_probe(source))
+    if probe is None:
+        probe = portable_probe(backend, check_probe(source))
     done = {e.key.id for e in prior}
     todo = [k for k in keys if k.id not in done]
     units = [(todo[i:i + BLOCKS_PER_REQUEST], todo[i].id) for i in range(0, len(todo), BLOCKS_PER_REQUEST)]
@@ -279,7 +284,7 @@ def transferred_table(source: LatencyTable, identity: dict[str, Any], rows: list
     stage_res = stage_resolutions(source)
     measured_ms = [r["ratio"] * ref_ms for r in rows]
     bases = {"source": source}
-    correction = block_correction(source, {e.key.id: e.ratio * ref_ms for e in blocks})
+    correction = block_correction(source, block_times(blocks, ref_ms))
     if correction is not None:
         bases["blocks"] = corrected_source(source, correction)
     fits = {name: fit_transfer([net_parts(ArchConfig.from_string(r["config"]), base, stage_res) for r in rows],
@@ -300,7 +305,7 @@ def transferred_table(source: LatencyTable, identity: dict[str, Any], rows: list
     block_doc = {"timed": len(blocks), "used": used == "blocks",
                  "network_score_pct": {n: (round(v, 3) if math.isfinite(v) else None) for n, v in loo.items()},
                  **(correction.figures if correction is not None else {}),
-                 "entries": _block_records(blocks)}
+                 "entries": block_records(blocks)}
     transfer = {"source": {"file": source.path.name if source.path else None, "sha256": _file_sha256(source.path),
                            "identity": source.identity, "created": source.created,
                            "calibration_model": cal.get("model"), "probe_ref_ms": source.probe.get("ref_ms")},
@@ -317,23 +322,6 @@ def transferred_table(source: LatencyTable, identity: dict[str, Any], rows: list
                          created=time.strftime("%Y-%m-%dT%H:%M:%S%z"), build_seconds=seconds, transfer=transfer)
     table.refresh()
     return table
-
-
-def _block_records(blocks: Sequence[Entry]) -> list[list[Any]]:
-    """Timed blocks as ``[id, t, raw_ms, probe_ms, ratio]`` (the table's ``transfer.blocks.entries``)."""
-    return [[e.key.id, round(e.t, 3), sig(e.raw_ms), sig(e.probe_ms), sig(e.ratio)] for e in blocks]
-
-
-def _block_entries(records: Sequence[Sequence[Any]], source: LatencyTable) -> list[Entry]:
-    """:func:`_block_records` read back as entries keyed like ``source``'s."""
-    return [Entry(key=source.entries[eid].key, raw_ms=raw_ms, spread_pct=0.0, n=0, t=t, probe_ms=probe_ms,
-                  ratio=ratio, ms=raw_ms) for eid, t, raw_ms, probe_ms, ratio in records if eid in source.entries]
-
-
-def recorded_blocks(table: LatencyTable, source: LatencyTable) -> list[Entry]:
-    """The blocks a transferred ``table`` timed (its ``transfer.blocks.entries``), as entries keyed like
-    ``source``'s; a table from before the block step has none."""
-    return _block_entries(((table.transfer or {}).get("blocks") or {}).get("entries", []), source)
 
 
 def _partial(path: Path | None, source: LatencyTable, identity: dict[str, Any], seed: int) -> dict[str, Any]:
@@ -416,23 +404,24 @@ def transfer_table(source: LatencyTable, backend: "Backend", *, n_networks: int 
     partial_path = out_path.with_name(out_path.name + ".partial") if out_path is not None else None
     prior = _partial(partial_path, source, identity, seed)
     start -= float(prior["elapsed_s"])  # a resumed transfer's budget counts the time already spent
-    state = {"rows": list(prior["rows"]), "blocks": _block_entries(prior["blocks"], source)}
+    state = {"rows": list(prior["rows"]), "blocks": block_entries(prior["blocks"], source)}
 
     def save(**done: Any) -> None:  # after each network and each block request: a kill loses one at most
         state.update(done)
         if partial_path is not None:
             atomic_write_json(partial_path, {"source_sha256": _file_sha256(source.path), "seed": seed,
                                              "identity": identity, "elapsed_s": round(time.time() - start, 1),
-                                             "rows": state["rows"], "blocks": _block_records(state["blocks"])})
+                                             "rows": state["rows"], "blocks": block_records(state["blocks"])})
 
     configs = transfer_configs(space, resolution=source.resolution, count=n_networks, seed=seed,
                                num_classes=source.num_classes)
+    probe = portable_probe(backend, check_probe(source))  # exported once, for the networks and the blocks
     rows = time_transfer_networks(source, backend, configs, start=start, progress=progress, prior=state["rows"],
                                   budget_s=None if budget_s is None else NETWORK_SHARE * budget_s,
-                                  on_done=lambda r: save(rows=r))
+                                  on_done=lambda r: save(rows=r), probe=probe)
     keys = block_sample(source, space, n_blocks, seed) if n_blocks > 0 else []
     blocks = time_transfer_blocks(source, backend, keys, budget_s=budget_s, start=start, progress=progress,
-                                  prior=state["blocks"], on_done=lambda b: save(blocks=b))
+                                  prior=state["blocks"], on_done=lambda b: save(blocks=b), probe=probe)
     table = transferred_table(source, identity, rows, blocks=blocks, seconds=time.time() - start, seed=seed)
     if out_path is not None:
         table.save(out_path)

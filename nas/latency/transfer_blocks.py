@@ -8,7 +8,9 @@ random network's time they make up (:func:`block_sample`), and fits a ridge regr
 each block's shape (:func:`block_features`): kind, resolution, widths, kernel, SE, split, MACs, weights and its
 source time. The timed blocks keep their own times; every other entry is the source's times the fitted factor
 (:func:`block_correction`). The network-level fit then runs on top of the corrected entries, and the transfer
-keeps the correction only where it lowers that fit's leave-one-out error (:func:`nas.latency.transfer`).
+keeps the correction only where it lowers that fit's leave-one-out error (:func:`nas.latency.transfer`). The
+timed blocks are recorded in the new table (:func:`block_records`; read back by :func:`recorded_blocks`), so
+the corrected entries its fit started from can be rebuilt (:func:`transfer_base`).
 
 Offline on Session 11's data (shipped table, full build and 50 held-out networks here, 3 passes each): 40
 networks alone 76 % of the held-out within +-5 %; with 60-120 blocks drawn this way 90-93 %. Tried and not
@@ -23,16 +25,19 @@ import copy
 import math
 import random
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Sequence
 
 from nas.arch import BlockKey
+from nas.latency.entry import Entry
+from nas.latency.rounding import sig
 
 if TYPE_CHECKING:  # pragma: no cover
     from nas.latency.table import LatencyTable
     from nas.space import SearchSpace
 
 __all__ = ["TRANSFER_BLOCKS", "MIN_REGRESSION_BLOCKS", "BlockCorrection", "block_sample", "block_features",
-           "block_correction", "corrected_source"]
+           "block_correction", "corrected_source", "block_times", "block_records", "block_entries", "recorded_blocks",
+           "transfer_base"]
 
 TRANSFER_BLOCKS = 96  # six 16-block requests; offline 60 and 120 blocks gave the same held-out figures
 MIN_REGRESSION_BLOCKS = 24  # about twice the regression's 13 coefficients
@@ -144,3 +149,34 @@ def corrected_source(source: "LatencyTable", correction: BlockCorrection) -> "La
     out._cold = dict(correction.cold)
     out._var = {i: v * (correction.ms[i] / source._ms[i]) ** 2 for i, v in source._var.items()}
     return out
+
+
+def block_records(blocks: Sequence[Entry]) -> list[list[Any]]:
+    """Timed blocks as ``[id, t, raw_ms, probe_ms, ratio]`` (the table's ``transfer.blocks.entries``)."""
+    return [[e.key.id, round(e.t, 3), sig(e.raw_ms), sig(e.probe_ms), sig(e.ratio)] for e in blocks]
+
+
+def block_entries(records: Sequence[Sequence[Any]], source: "LatencyTable") -> list[Entry]:
+    """:func:`block_records` read back as entries keyed like ``source``'s."""
+    return [Entry(key=source.entries[eid].key, raw_ms=raw_ms, spread_pct=0.0, n=0, t=t, probe_ms=probe_ms,
+                  ratio=ratio, ms=raw_ms) for eid, t, raw_ms, probe_ms, ratio in records if eid in source.entries]
+
+
+def block_times(blocks: Sequence[Entry], ref_ms: float) -> dict[str, float]:
+    """Timed blocks as ms at the reference speed ``ref_ms``, by entry id (what the block step fits)."""
+    return {e.key.id: e.ratio * ref_ms for e in blocks}
+
+
+def transfer_base(table: "LatencyTable", source: "LatencyTable") -> "LatencyTable":
+    """The entries a transferred ``table``'s network fit started from: ``source``'s, corrected by the table's
+    timed blocks where it used them."""
+    if not ((table.transfer or {}).get("blocks") or {}).get("used"):
+        return source
+    correction = block_correction(source, block_times(recorded_blocks(table, source), table.probe["ref_ms"]))
+    return source if correction is None else corrected_source(source, correction)
+
+
+def recorded_blocks(table: "LatencyTable", source: "LatencyTable") -> list[Entry]:
+    """The blocks a transferred ``table`` timed (its ``transfer.blocks.entries``), as entries keyed like
+    ``source``'s; a table from before the block step has none."""
+    return block_entries(((table.transfer or {}).get("blocks") or {}).get("entries", []), source)
